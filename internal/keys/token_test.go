@@ -1,0 +1,92 @@
+package keys
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestTokenRoundTrip(t *testing.T) {
+	tok, err := NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tok.Encode()
+	if !strings.HasPrefix(s, TokenPrefix+tok.ID()+"_") {
+		t.Fatalf("token %q lacks prefix and id", s)
+	}
+	got, err := ParseToken(" " + s + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID() != tok.ID() || !bytes.Equal(got.PublicKey(), tok.PublicKey()) || !bytes.Equal(got.BearerVerifier(), tok.BearerVerifier()) {
+		t.Fatal("parsed token differs")
+	}
+	if bytes.Equal(tok.BearerVerifier(), tok.SigningKey().Seed()) {
+		t.Fatal("bearer verifier equals signing seed: labels not distinct")
+	}
+	if KeyID(tok.PublicKey()) != tok.ID() || !ValidKeyID(tok.ID()) {
+		t.Fatal("key id not derived from public key")
+	}
+}
+
+func TestTokenRefusals(t *testing.T) {
+	tok, _ := NewToken()
+	s := tok.Encode()
+	other, _ := NewToken()
+	flip := []byte(s)
+	flip[len(flip)-10] ^= 0x01
+	if flip[len(flip)-10] < 'A' && flip[len(flip)-10] > '7' {
+		flip[len(flip)-10] = 'A'
+	}
+	cases := []struct{ name, in string }{
+		{"empty", ""},
+		{"no prefix", strings.TrimPrefix(s, TokenPrefix)},
+		{"wrong prefix", "ghp_" + strings.TrimPrefix(s, TokenPrefix)},
+		{"truncated", s[:len(s)-1]},
+		{"flipped char", string(flip)},
+		{"swapped id", TokenPrefix + other.ID() + s[len(TokenPrefix)+16:]},
+		{"upper id", TokenPrefix + strings.ToUpper(tok.ID()) + s[len(TokenPrefix)+16:]},
+		{"no separator", strings.Replace(s, tok.ID()+"_", tok.ID(), 1)},
+		{"lowercase secret", strings.ToLower(s)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := ParseToken(c.in); err == nil {
+				t.Fatalf("ParseToken(%q) succeeded", c.in)
+			}
+		})
+	}
+}
+
+func TestTokenNeverPrinted(t *testing.T) {
+	tok, _ := NewToken()
+	secret := tok.Encode()
+	var buf bytes.Buffer
+	l := slog.New(slog.NewJSONHandler(&buf, nil))
+	l.Info("x", "token", tok)
+	for _, out := range []string{buf.String(), fmt.Sprint(tok), fmt.Sprintf("%v %+v %#v %s %q", tok, tok, tok, tok, tok), tok.String()} {
+		if strings.Contains(out, secret[len(TokenPrefix)+17:]) {
+			t.Fatalf("secret leaked in %q", out)
+		}
+	}
+}
+
+func FuzzParseToken(f *testing.F) {
+	tok, _ := NewToken()
+	f.Add(tok.Encode())
+	f.Add("vlm_0123456789abcdef_AAAA")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := ParseToken(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseToken(tok.Encode())
+		if err != nil || again.ID() != tok.ID() {
+			t.Fatalf("re-encoded token does not parse: %v", err)
+		}
+	})
+}

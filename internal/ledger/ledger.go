@@ -1,0 +1,355 @@
+// Package ledger is vellum's trusted core: it turns validated, signed events
+// into entries of append-only logs, keeps the RFC 6962 Merkle tree over each
+// log's entries and signs a checkpoint after every commit.
+//
+// Each log has one sequencer goroutine. It takes everything pending in its
+// queue (no timer sleeps: an idle log commits a lone event at once, a busy
+// one batches naturally), decides duplicates and conflicts, assigns
+// indexes, builds the entries (each carries the leaf hash of the one before
+// it), computes the new tree hashes and root, signs the checkpoint and hands
+// one [store.Batch] to the store, which commits it durably. Only then is any
+// waiter answered, each with a receipt: index, leaf hash, entry bytes and a
+// C2SP tlog-proof@v1 to the new checkpoint. A request whose events cannot all
+// be recorded is refused as a whole; nothing of it is stored.
+//
+// Event signatures are checked before an event is queued, in the caller's
+// goroutine, so verification runs in parallel across requests.
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/vellum-audit/vellum/api"
+	"github.com/vellum-audit/vellum/internal/checkpoint"
+	"github.com/vellum-audit/vellum/internal/entry"
+	"github.com/vellum-audit/vellum/internal/store"
+)
+
+// Errors callers branch on. The HTTP edge maps them: ErrNotFound → 404,
+// ErrExists and ErrConflict → 409, ErrInvalid and ErrBadSignature → 400,
+// ErrTooLarge → 413, ErrOverloaded and ErrClosed and store.ErrUnavailable →
+// 503 with Retry-After.
+var (
+	ErrNotFound     = store.ErrNotFound
+	ErrExists       = store.ErrExists
+	ErrConflict     = errors.New("conflicts with a recorded event")
+	ErrInvalid      = errors.New("invalid request")
+	ErrBadSignature = errors.New("event signature does not verify")
+	ErrTooLarge     = errors.New("too large")
+	ErrOverloaded   = errors.New("sequencer queue is full")
+	ErrClosed       = errors.New("ledger is shutting down")
+)
+
+// EventError says which event of a request is to blame.
+type EventError struct {
+	Index int // position in the request
+	Err   error
+}
+
+func (e *EventError) Error() string { return fmt.Sprintf("event %d: %v", e.Index, e.Err) }
+func (e *EventError) Unwrap() error { return e.Err }
+
+// KeyResolver returns the public key for a key id that may sign events in
+// log at time t, or an error saying why not.
+type KeyResolver func(keyID, log string, t time.Time) (ed25519.PublicKey, error)
+
+// Submitted is one event of an append request.
+type Submitted struct {
+	Event *entry.Event
+	KeyID string
+	Auth  string // entry.AuthSignature, entry.AuthBearer or entry.AuthServer
+	Sig   []byte
+}
+
+// Config configures a Ledger.
+type Config struct {
+	Store        store.Store
+	Signer       note.Signer   // the server's checkpoint key
+	Verifier     note.Verifier // its verifier
+	OriginPrefix string        // checkpoints of log L have origin OriginPrefix + "/" + L
+	Keys         KeyResolver
+	QueueLimit   int // events waiting per log before appends get ErrOverloaded (default 65536)
+	MaxRound     int // events per commit at most (default 8192)
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Ledger owns the sequencers of all logs.
+type Ledger struct {
+	cfg    Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	seqs   map[string]*sequencer
+	closed bool
+}
+
+// New returns a Ledger. Call Close to stop its sequencers.
+func New(cfg Config) (*Ledger, error) {
+	if cfg.Store == nil || cfg.Signer == nil || cfg.Verifier == nil || cfg.Keys == nil {
+		return nil, errors.New("ledger: Store, Signer, Verifier and Keys are required")
+	}
+	if cfg.QueueLimit <= 0 {
+		cfg.QueueLimit = 65536
+	}
+	if cfg.MaxRound <= 0 {
+		cfg.MaxRound = 8192
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Ledger{cfg: cfg, ctx: ctx, cancel: cancel, seqs: map[string]*sequencer{}}, nil
+}
+
+// Origin is the checkpoint origin of log.
+func (l *Ledger) Origin(log string) string { return l.cfg.OriginPrefix + "/" + log }
+
+// Verifier is the checkpoint verifier.
+func (l *Ledger) Verifier() note.Verifier { return l.cfg.Verifier }
+
+// Store is the underlying store, for reads.
+func (l *Ledger) Store() store.Store { return l.cfg.Store }
+
+// Close stops accepting appends, lets every sequencer finish what is queued
+// and waits for them.
+func (l *Ledger) Close() {
+	l.mu.Lock()
+	l.closed = true
+	for _, s := range l.seqs {
+		close(s.stop)
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+	l.cancel()
+}
+
+// CreateLog creates an empty log and signs its first (empty) checkpoint.
+func (l *Ledger) CreateLog(ctx context.Context, name string) error {
+	if err := l.cfg.Store.CreateLog(ctx, name, l.cfg.Now()); err != nil {
+		return err
+	}
+	s, err := l.sequencer(ctx, name)
+	if err != nil {
+		return err
+	}
+	return s.ensureCheckpoint(ctx)
+}
+
+func (l *Ledger) sequencer(ctx context.Context, name string) (*sequencer, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	if s, ok := l.seqs[name]; ok {
+		return s, nil
+	}
+	li, err := l.cfg.Store.Log(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	s := &sequencer{
+		l:      l,
+		log:    name,
+		origin: l.Origin(name),
+		q:      make(chan *request, 1024),
+		stop:   make(chan struct{}),
+		size:   li.Size,
+		cache:  map[int64]tlog.Hash{},
+		seqs:   map[seqKey]int64{},
+	}
+	if err := s.load(ctx); err != nil {
+		return nil, err
+	}
+	l.seqs[name] = s
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		s.run()
+	}()
+	return s, nil
+}
+
+// Checkpoint returns the latest signed checkpoint of log.
+func (l *Ledger) Checkpoint(ctx context.Context, log string) ([]byte, error) {
+	s, err := l.sequencer(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checkpoint, nil
+}
+
+// Append verifies and records events in log, all or nothing, and returns a
+// receipt for each (in order).
+func (l *Ledger) Append(ctx context.Context, log string, events []Submitted) ([]api.Receipt, error) {
+	if len(events) == 0 {
+		return nil, fmt.Errorf("%w: no events", ErrInvalid)
+	}
+	if len(events) > api.MaxBatch {
+		return nil, fmt.Errorf("%w: %d events in one request, at most %d", ErrTooLarge, len(events), api.MaxBatch)
+	}
+	s, err := l.sequencer(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.verifyAll(log, events); err != nil {
+		return nil, err
+	}
+	r := &request{events: events, done: make(chan struct{})}
+	for i, ev := range events {
+		r.hashes = append(r.hashes, sha256.Sum256(ev.Event.Canonical))
+		// Conservative size bound: the entry's fixed fields with a 19-digit index.
+		if n := len(ev.Event.Canonical) + entryOverhead(log, ev.KeyID, ev.Auth); n > api.MaxEntrySize {
+			return nil, &EventError{Index: i, Err: fmt.Errorf("%w: the entry would be about %d bytes; at most %d", ErrTooLarge, n, api.MaxEntrySize)}
+		}
+	}
+	// Reserve queue space for the events: bounded memory, refusal instead of waiting.
+	n := int64(len(events))
+	if s.pending.Add(n) > int64(l.cfg.QueueLimit) {
+		s.pending.Add(-n)
+		return nil, ErrOverloaded
+	}
+	r.taken = n
+	select {
+	case s.q <- r:
+	case <-s.stop:
+		s.release(r.taken)
+		return nil, ErrClosed
+	case <-ctx.Done():
+		s.release(r.taken)
+		return nil, ctx.Err()
+	}
+	// Once queued, the request is committed or refused by the sequencer; the
+	// caller waits for the answer even if its context ends, so that a
+	// receipt is never lost between commit and reply.
+	<-r.done
+	return r.receipts, r.err
+}
+
+func entryOverhead(log, keyID, auth string) int {
+	e := entry.Entry{V: api.EntryFormatV1, Log: log, Index: 1e18, Received: entry.ReceivedLayout, KeyID: keyID, Auth: auth, Sig: make([]byte, ed25519.SignatureSize)}
+	b, err := e.Encode()
+	if err != nil {
+		return api.MaxEntrySize + 1
+	}
+	return len(b)
+}
+
+// verifyAll checks every event signature, spreading a large batch over the
+// available CPUs.
+func (l *Ledger) verifyAll(log string, events []Submitted) error {
+	now := l.cfg.Now()
+	check := func(i int) error {
+		ev := events[i]
+		pub, err := l.cfg.Keys(ev.KeyID, log, now)
+		if err != nil {
+			return &EventError{Index: i, Err: err}
+		}
+		if len(ev.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, entry.Message(log, ev.Event.Canonical), ev.Sig) {
+			return &EventError{Index: i, Err: ErrBadSignature}
+		}
+		return nil
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(events)/64+1)
+	if workers <= 1 {
+		for i := range events {
+			if err := check(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(events); i += workers {
+				if err := check(i); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Report the lowest failing index for a deterministic answer.
+	var first *EventError
+	for _, err := range errs {
+		var ee *EventError
+		if errors.As(err, &ee) && (first == nil || ee.Index < first.Index) {
+			first = ee
+		}
+	}
+	if first != nil {
+		return first
+	}
+	return nil
+}
+
+// Prove returns the inclusion proof of index in the tree of size, and the
+// leaf hash.
+func (l *Ledger) Prove(ctx context.Context, log string, index, size int64) (tlog.RecordProof, tlog.Hash, error) {
+	r := l.reader(ctx, log)
+	p, err := tlog.ProveRecord(size, index, r)
+	if err != nil {
+		return nil, tlog.Hash{}, err
+	}
+	h, err := r.ReadHashes([]int64{tlog.StoredHashIndex(0, index)})
+	if err != nil {
+		return nil, tlog.Hash{}, err
+	}
+	return p, h[0], nil
+}
+
+// ProveTree returns the consistency proof from size old to size new.
+func (l *Ledger) ProveTree(ctx context.Context, log string, oldSize, newSize int64) (tlog.TreeProof, error) {
+	return tlog.ProveTree(newSize, oldSize, l.reader(ctx, log))
+}
+
+// TreeHash returns the root hash of log at size n.
+func (l *Ledger) TreeHash(ctx context.Context, log string, n int64) (tlog.Hash, error) {
+	return tlog.TreeHash(n, l.reader(ctx, log))
+}
+
+// ReadTile returns the data of tile t of log (tlog's stored hashes).
+func (l *Ledger) ReadTile(ctx context.Context, log string, t tlog.Tile) ([]byte, error) {
+	return tlog.ReadTileData(t, l.reader(ctx, log))
+}
+
+func (l *Ledger) reader(ctx context.Context, log string) tlog.HashReader {
+	return tlog.HashReaderFunc(func(ids []int64) ([]tlog.Hash, error) {
+		return l.cfg.Store.ReadHashes(ctx, log, ids)
+	})
+}
+
+// ProofText builds the tlog-proof@v1 receipt text for index against the
+// signed checkpoint cp (of size).
+func (l *Ledger) ProofText(ctx context.Context, log string, index int64, cp []byte, size int64) ([]byte, tlog.Hash, error) {
+	p, leaf, err := l.Prove(ctx, log, index, size)
+	if err != nil {
+		return nil, tlog.Hash{}, err
+	}
+	pr := checkpoint.Proof{Index: index, Hashes: p, Checkpoint: cp}
+	return pr.Format(), leaf, nil
+}

@@ -1,0 +1,493 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/vellum-audit/vellum/api"
+	"github.com/vellum-audit/vellum/internal/checkpoint"
+	"github.com/vellum-audit/vellum/internal/entry"
+	"github.com/vellum-audit/vellum/internal/store"
+)
+
+type request struct {
+	events []Submitted
+	hashes [][32]byte // SHA-256 of each canonical event
+	taken  int64
+
+	// set by the sequencer before done is closed
+	receipts []api.Receipt
+	err      error
+	done     chan struct{}
+}
+
+type seqKey struct{ key, source string }
+
+type sequencer struct {
+	l      *Ledger
+	log    string
+	origin string
+	q      chan *request
+	stop   chan struct{}
+
+	pending atomic.Int64 // events queued, bounded by Config.QueueLimit
+
+	mu         sync.Mutex // guards size, checkpoint for readers
+	size       int64
+	root       tlog.Hash
+	checkpoint []byte
+
+	// owned by the sequencer goroutine
+	prevLeaf tlog.Hash
+	cache    map[int64]tlog.Hash // hashes written by the last commit
+	seqs     map[seqKey]int64    // last seq per key and source, as committed
+	broken   bool                // a failed commit left the state unknown: reload first
+}
+
+func (s *sequencer) load(ctx context.Context) error {
+	st := s.l.cfg.Store
+	cp, err := st.Checkpoint(ctx, s.log)
+	if err != nil {
+		return err
+	}
+	if cp != nil {
+		c, err := checkpoint.Open(cp, s.l.cfg.Verifier, s.origin)
+		if err != nil {
+			return fmt.Errorf("log %q: stored checkpoint: %w", s.log, err)
+		}
+		if c.Size != s.size {
+			return fmt.Errorf("log %q: stored checkpoint has size %d, log has %d", s.log, c.Size, s.size)
+		}
+		root, err := tlog.TreeHash(s.size, s.l.reader(ctx, s.log))
+		if err != nil {
+			return fmt.Errorf("log %q: reading tree: %w", s.log, err)
+		}
+		if root != c.Hash {
+			return fmt.Errorf("log %q: stored tree hashes do not match the stored checkpoint", s.log)
+		}
+		s.mu.Lock()
+		s.root, s.checkpoint = root, cp
+		s.mu.Unlock()
+	}
+	if s.size > 0 {
+		h, err := st.ReadHashes(ctx, s.log, []int64{tlog.StoredHashIndex(0, s.size-1)})
+		if err != nil {
+			return err
+		}
+		s.prevLeaf = h[0]
+	}
+	return nil
+}
+
+// ensureCheckpoint signs and stores the empty log's first checkpoint.
+func (s *sequencer) ensureCheckpoint(ctx context.Context) error {
+	s.mu.Lock()
+	have := s.checkpoint != nil
+	s.mu.Unlock()
+	if have {
+		return nil
+	}
+	r := &request{done: make(chan struct{})}
+	select {
+	case s.q <- r:
+	case <-s.stop:
+		return ErrClosed
+	}
+	<-r.done
+	return r.err
+}
+
+func (s *sequencer) release(n int64) { s.pending.Add(-n) }
+
+func (s *sequencer) run() {
+	for {
+		var first *request
+		select {
+		case first = <-s.q:
+		case <-s.stop:
+			// Drain what was queued before the stop.
+			for {
+				select {
+				case r := <-s.q:
+					s.commit([]*request{r})
+				default:
+					return
+				}
+			}
+		}
+		round := []*request{first}
+		n := len(first.events)
+	more:
+		for n < s.l.cfg.MaxRound {
+			select {
+			case r := <-s.q:
+				round = append(round, r)
+				n += len(r.events)
+			default:
+				break more
+			}
+		}
+		s.commit(round)
+	}
+}
+
+// slot is where one event of a request ends up.
+type slot struct {
+	index int64
+	dup   bool
+}
+
+type idKey struct{ key, id string }
+type seqExact struct {
+	key, source string
+	seq         int64
+}
+type seen struct {
+	index int64
+	hash  [32]byte
+}
+
+// roundState is what a commit has decided so far.
+type roundState struct {
+	ids     map[idKey]seen
+	exact   map[seqExact]seen
+	lastSeq map[seqKey]int64
+	newEvs  []*Submitted
+	slots   [][]slot
+	batch   store.Batch
+
+	lastLeaf, root tlog.Hash // after build
+}
+
+func (s *sequencer) commit(round []*request) {
+	ctx := s.l.ctx
+	defer func() {
+		for _, r := range round {
+			s.release(r.taken)
+			close(r.done)
+		}
+	}()
+	if s.broken {
+		if err := s.reload(ctx); err != nil {
+			for _, r := range round {
+				r.err = fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+			}
+			return
+		}
+		s.broken = false
+	}
+	rs := &roundState{ids: map[idKey]seen{}, exact: map[seqExact]seen{}, lastSeq: map[seqKey]int64{}}
+	rs.slots = make([][]slot, len(round))
+	accepted := make([]bool, len(round))
+	for i, r := range round {
+		slots, err := s.decide(ctx, r, rs)
+		if err != nil {
+			r.err = err
+			continue
+		}
+		rs.slots[i] = slots
+		accepted[i] = true
+	}
+
+	s.mu.Lock()
+	oldSize, cp := s.size, s.checkpoint
+	s.mu.Unlock()
+	newSize := oldSize + int64(len(rs.newEvs))
+	written := map[int64]tlog.Hash{}
+	if len(rs.newEvs) > 0 || cp == nil {
+		var err error
+		cp, err = s.build(ctx, rs, oldSize, written)
+		if err == nil {
+			err = s.l.cfg.Store.Append(ctx, &rs.batch)
+		}
+		if err != nil {
+			s.l.cfg.Logger.Error("commit failed", "log", s.log, "events", len(rs.newEvs), "err", err)
+			if !errors.Is(err, store.ErrUnavailable) {
+				err = fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+			}
+			for i, r := range round {
+				if accepted[i] {
+					r.err = err
+				}
+			}
+			// Reload the state from storage: it is the truth.
+			s.cache = map[int64]tlog.Hash{}
+			s.seqs = map[seqKey]int64{}
+			if s.reload(ctx) != nil {
+				s.broken = true
+			}
+			return
+		}
+		s.mu.Lock()
+		s.size, s.checkpoint, s.root = newSize, cp, rs.root
+		s.mu.Unlock()
+		s.prevLeaf = rs.lastLeaf
+		s.cache = written
+		for k, v := range rs.lastSeq {
+			s.seqs[k] = v
+		}
+		if len(s.seqs) > 100000 {
+			s.seqs = map[seqKey]int64{}
+		}
+	}
+
+	// Receipts, against the checkpoint just committed.
+	memo := s.memoReader(ctx, written)
+	entries := map[int64][]byte{}
+	for i, data := range rs.batch.Entries {
+		entries[oldSize+int64(i)] = data
+	}
+	for i, r := range round {
+		if !accepted[i] || r.events == nil {
+			continue
+		}
+		r.receipts = make([]api.Receipt, len(r.events))
+		for j, sl := range rs.slots[i] {
+			rc, err := s.receipt(ctx, sl, cp, newSize, memo, entries)
+			if err != nil {
+				r.err = fmt.Errorf("%w: building receipt: %v", store.ErrUnavailable, err)
+				r.receipts = nil
+				break
+			}
+			r.receipts[j] = rc
+		}
+	}
+}
+
+func (s *sequencer) reload(ctx context.Context) error {
+	li, err := s.l.cfg.Store.Log(ctx, s.log)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.size = li.Size
+	s.mu.Unlock()
+	return s.load(ctx)
+}
+
+// decide classifies each event of r as new or a duplicate, or refuses r.
+// It only adds to rs when the whole request is accepted.
+func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]slot, error) {
+	st := s.l.cfg.Store
+	slots := make([]slot, len(r.events))
+	ids := map[idKey]seen{}
+	exact := map[seqExact]seen{}
+	last := map[seqKey]int64{}
+	next := int64(len(rs.newEvs))
+	var fresh []*Submitted
+	s.mu.Lock()
+	base := s.size
+	s.mu.Unlock()
+	for i := range r.events {
+		ev := &r.events[i]
+		h := r.hashes[i]
+		conflict := func(format string, args ...any) error {
+			return &EventError{Index: i, Err: fmt.Errorf("%w: "+format, append([]any{ErrConflict}, args...)...)}
+		}
+		dupOf := int64(-1)
+		if id := ev.Event.ID; id != "" {
+			k := idKey{ev.KeyID, id}
+			prev, ok := ids[k]
+			if !ok {
+				prev, ok = rs.ids[k]
+			}
+			if !ok {
+				d, found, err := st.LookupID(ctx, s.log, ev.KeyID, id)
+				if err != nil {
+					return nil, err
+				}
+				prev, ok = seen{d.Index, d.EventHash}, found
+			}
+			if ok {
+				if prev.hash != h {
+					return nil, conflict("id %q was already used by this key for a different event (index %d)", id, prev.index)
+				}
+				dupOf = prev.index
+			}
+		}
+		if ev.Event.Seq != nil && dupOf < 0 {
+			seq := *ev.Event.Seq
+			k := seqExact{ev.KeyID, ev.Event.Source, seq}
+			prev, ok := exact[k]
+			if !ok {
+				prev, ok = rs.exact[k]
+			}
+			if !ok {
+				d, found, err := st.LookupSeq(ctx, s.log, ev.KeyID, ev.Event.Source, seq)
+				if err != nil {
+					return nil, err
+				}
+				prev, ok = seen{d.Index, d.EventHash}, found
+			}
+			if ok {
+				if prev.hash != h {
+					return nil, conflict("seq %d of source %q was already used by this key for a different event (index %d)", seq, ev.Event.Source, prev.index)
+				}
+				dupOf = prev.index
+			} else {
+				sk := seqKey{ev.KeyID, ev.Event.Source}
+				lastSeq, have := last[sk]
+				if !have {
+					lastSeq, have = rs.lastSeq[sk]
+				}
+				if !have {
+					lastSeq, have = s.seqs[sk]
+				}
+				if !have {
+					var err error
+					lastSeq, have, err = st.LastSeq(ctx, s.log, ev.KeyID, ev.Event.Source)
+					if err != nil {
+						return nil, err
+					}
+					if !have {
+						lastSeq = -1
+					}
+				}
+				if seq <= lastSeq {
+					return nil, conflict("seq %d of source %q is not above the last recorded seq %d", seq, ev.Event.Source, lastSeq)
+				}
+				last[sk] = seq
+			}
+		}
+		if dupOf >= 0 {
+			slots[i] = slot{index: dupOf, dup: true}
+			continue
+		}
+		idx := base + next
+		next++
+		fresh = append(fresh, ev)
+		slots[i] = slot{index: idx}
+		if id := ev.Event.ID; id != "" {
+			ids[idKey{ev.KeyID, id}] = seen{idx, h}
+		}
+		if ev.Event.Seq != nil {
+			exact[seqExact{ev.KeyID, ev.Event.Source, *ev.Event.Seq}] = seen{idx, h}
+		}
+	}
+	// Accepted: merge into the round.
+	for k, v := range ids {
+		rs.ids[k] = v
+		rs.batch.IDs = append(rs.batch.IDs, store.Dedup{KeyID: k.key, EventID: k.id, Index: v.index, EventHash: v.hash})
+	}
+	for k, v := range exact {
+		rs.exact[k] = v
+		rs.batch.Seqs = append(rs.batch.Seqs, store.Dedup{KeyID: k.key, Source: k.source, Seq: k.seq, Index: v.index, EventHash: v.hash})
+	}
+	for k, v := range last {
+		rs.lastSeq[k] = v
+	}
+	rs.newEvs = append(rs.newEvs, fresh...)
+	return slots, nil
+}
+
+// build makes the entries, tree hashes and signed checkpoint of the round.
+func (s *sequencer) build(ctx context.Context, rs *roundState, oldSize int64, written map[int64]tlog.Hash) ([]byte, error) {
+	received := entry.FormatReceived(s.l.cfg.Now())
+	r := s.memoReader(ctx, written)
+	prev := s.prevLeaf
+	rs.batch.Log = s.log
+	rs.batch.OldSize = oldSize
+	rs.batch.Entries = make([][]byte, 0, len(rs.newEvs))
+	for i, ev := range rs.newEvs {
+		idx := oldSize + int64(i)
+		e := entry.Entry{
+			V: api.EntryFormatV1, Log: s.log, Index: idx, Received: received, Prev: prev,
+			KeyID: ev.KeyID, Auth: ev.Auth, Event: ev.Event.Canonical, Sig: ev.Sig,
+		}
+		data, err := e.Encode()
+		if err != nil {
+			return nil, err
+		}
+		leaf := entry.LeafHash(data)
+		hs, err := tlog.StoredHashesForRecordHash(idx, leaf, r)
+		if err != nil {
+			return nil, fmt.Errorf("computing tree hashes: %w", err)
+		}
+		first := tlog.StoredHashCount(idx)
+		for k, h := range hs {
+			written[first+int64(k)] = h
+			rs.batch.Hashes = append(rs.batch.Hashes, store.HashRow{ID: first + int64(k), Hash: h})
+		}
+		rs.batch.Entries = append(rs.batch.Entries, data)
+		prev = leaf
+	}
+	newSize := oldSize + int64(len(rs.newEvs))
+	root, err := tlog.TreeHash(newSize, r)
+	if err != nil {
+		return nil, fmt.Errorf("computing root: %w", err)
+	}
+	cp, err := checkpoint.Sign(checkpoint.Checkpoint{Origin: s.origin, Size: newSize, Hash: root}, s.l.cfg.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("signing checkpoint: %w", err)
+	}
+	rs.batch.Checkpoint = cp
+	rs.lastLeaf, rs.root = prev, root
+	return cp, nil
+}
+
+// memoReader reads hashes from this round, the last commit, then storage,
+// remembering what it read.
+func (s *sequencer) memoReader(ctx context.Context, written map[int64]tlog.Hash) tlog.HashReader {
+	memo := map[int64]tlog.Hash{}
+	return tlog.HashReaderFunc(func(ids []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(ids))
+		var missing []int64
+		var where []int
+		for i, id := range ids {
+			if h, ok := written[id]; ok {
+				out[i] = h
+			} else if h, ok := s.cache[id]; ok {
+				out[i] = h
+			} else if h, ok := memo[id]; ok {
+				out[i] = h
+			} else {
+				missing = append(missing, id)
+				where = append(where, i)
+			}
+		}
+		if len(missing) > 0 {
+			hs, err := s.l.cfg.Store.ReadHashes(ctx, s.log, missing)
+			if err != nil {
+				return nil, err
+			}
+			for k, h := range hs {
+				out[where[k]] = h
+				memo[missing[k]] = h
+			}
+		}
+		return out, nil
+	})
+}
+
+func (s *sequencer) receipt(ctx context.Context, sl slot, cp []byte, size int64, r tlog.HashReader, entries map[int64][]byte) (api.Receipt, error) {
+	p, err := tlog.ProveRecord(size, sl.index, r)
+	if err != nil {
+		return api.Receipt{}, err
+	}
+	leaf, err := r.ReadHashes([]int64{tlog.StoredHashIndex(0, sl.index)})
+	if err != nil {
+		return api.Receipt{}, err
+	}
+	data, ok := entries[sl.index]
+	if !ok {
+		es, err := s.l.cfg.Store.ReadEntries(ctx, s.log, sl.index, sl.index+1)
+		if err != nil {
+			return api.Receipt{}, err
+		}
+		if len(es) != 1 || entry.LeafHash(es[0]) != leaf[0] {
+			return api.Receipt{}, fmt.Errorf("stored entry %d does not match its leaf hash", sl.index)
+		}
+		data = es[0]
+	}
+	pr := checkpoint.Proof{Index: sl.index, Hashes: p, Checkpoint: cp}
+	return api.Receipt{
+		Log: s.log, Index: sl.index, LeafHash: leaf[0].String(), Duplicate: sl.dup,
+		Entry: bytes.Clone(data), Proof: string(pr.Format()),
+	}, nil
+}

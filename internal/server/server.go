@@ -1,0 +1,182 @@
+// Package server is vellum's HTTP edge: routing, authentication of every
+// request (RFC 9421 HTTP Message Signatures with Ed25519 provisioning keys),
+// request parsing and the one place that maps errors to HTTP statuses.
+//
+// Handlers never return internal detail to clients: an error that is not
+// one of the known sentinels becomes a 500 with a generic message, and the
+// detail goes to the structured log.
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/vellum-audit/vellum/api"
+	"github.com/vellum-audit/vellum/internal/entry"
+	"github.com/vellum-audit/vellum/internal/httpsig"
+	"github.com/vellum-audit/vellum/internal/keys"
+	"github.com/vellum-audit/vellum/internal/ledger"
+	"github.com/vellum-audit/vellum/internal/store"
+)
+
+// Config configures a Server.
+type Config struct {
+	Ledger       *ledger.Ledger
+	Registry     *keys.Registry
+	ServerKey    ed25519.PrivateKey // signs the server's own entries in _system
+	VerifierKey  string             // note verifier key of the checkpoint key
+	OriginPrefix string
+	Version      string
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Server serves HTTP API v1.
+type Server struct {
+	cfg    Config
+	nonces *httpsig.NonceCache
+	policy httpsig.Policy
+	mux    *http.ServeMux
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg:    cfg,
+		nonces: httpsig.NewNonceCache(2*httpsig.DefaultWindow+time.Minute, 1<<20),
+		policy: httpsig.Policy{Window: httpsig.DefaultWindow, RequireNonce: true},
+		mux:    http.NewServeMux(),
+	}
+	s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.handle("GET /v1/server", "", s.serverInfo)
+	s.handle("GET /v1/logs", "", s.listLogs)
+	s.handle("POST /v1/logs", "admin", s.createLog)
+	s.handle("GET /v1/logs/{log}", "read", s.getLog)
+	s.handle("POST /v1/logs/{log}/entries", "append", s.appendEntries)
+	s.handle("GET /v1/logs/{log}/entries", "read", s.listEntries)
+	s.handle("GET /v1/logs/{log}/entries/{index}", "read", s.getEntry)
+	s.handle("GET /v1/logs/{log}/checkpoint", "read", s.getCheckpoint)
+	s.handle("GET /v1/logs/{log}/proof/inclusion", "read", s.inclusionProof)
+	s.handle("GET /v1/logs/{log}/proof/consistency", "read", s.consistencyProof)
+	s.handle("GET /v1/logs/{log}/tile/{path...}", "read", s.getTile)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, s.cfg.Logger, errNotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// httpError is an error with a status and a message safe for clients.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+	index  *int
+	retry  bool
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func newHTTPError(status int, code, format string, args ...any) *httpError {
+	return &httpError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func errBadRequest(format string, args ...any) error {
+	return newHTTPError(http.StatusBadRequest, api.CodeBadRequest, format, args...)
+}
+
+func errNotFound(format string, args ...any) error {
+	return newHTTPError(http.StatusNotFound, api.CodeNotFound, format, args...)
+}
+
+var errUnauthorized = newHTTPError(http.StatusUnauthorized, api.CodeUnauthorized, "the request is not authenticated by a valid key")
+
+// toHTTP is the one place that maps errors to statuses.
+func toHTTP(err error) *httpError {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he
+	}
+	var ee *ledger.EventError
+	var idx *int
+	if errors.As(err, &ee) {
+		i := ee.Index
+		idx = &i
+	}
+	mk := func(status int, code string) *httpError {
+		return &httpError{status: status, code: code, msg: err.Error(), index: idx}
+	}
+	switch {
+	case errors.Is(err, entry.ErrInvalidEvent), errors.Is(err, ledger.ErrInvalid):
+		return mk(http.StatusBadRequest, api.CodeInvalidEvent)
+	case errors.Is(err, ledger.ErrBadSignature):
+		return mk(http.StatusBadRequest, api.CodeInvalidEvent)
+	case errors.Is(err, ledger.ErrTooLarge):
+		return mk(http.StatusRequestEntityTooLarge, api.CodeTooLarge)
+	case errors.Is(err, ledger.ErrConflict), errors.Is(err, store.ErrExists):
+		return mk(http.StatusConflict, api.CodeConflict)
+	case errors.Is(err, store.ErrNotFound):
+		return mk(http.StatusNotFound, api.CodeNotFound)
+	case errors.Is(err, keys.ErrUnknownKey), errors.Is(err, keys.ErrKeyInactive):
+		return mk(http.StatusForbidden, api.CodeForbidden)
+	case errors.Is(err, keys.ErrScope):
+		return mk(http.StatusForbidden, api.CodeForbidden)
+	case errors.Is(err, ledger.ErrOverloaded), errors.Is(err, ledger.ErrClosed):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error(), retry: true}
+	case errors.Is(err, store.ErrUnavailable):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: "storage is unavailable; nothing was recorded, retry later", retry: true}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: "request cancelled", retry: true}
+	}
+	return &httpError{status: http.StatusInternalServerError, code: api.CodeInternal, msg: "internal error"}
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	he := toHTTP(err)
+	if he.status >= 500 {
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
+	} else {
+		log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
+	}
+	if he.retry {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, he.status, api.Error{Error: api.ErrorDetail{Code: he.code, Message: he.msg, Index: he.index}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+	w.Write([]byte("\n"))
+}

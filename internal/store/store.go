@@ -1,0 +1,85 @@
+// Package store defines what vellum's storage backends hold and the
+// contract they keep: logs, entries, Merkle tree hashes and checkpoints, all
+// append-only. A backend never updates or deletes any of them; it commits a
+// [Batch] atomically and durably (fsync) or not at all.
+//
+// Backends live in subpackages named after what they wrap (sqlite); they
+// share this contract and the conformance tests, not code.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Sentinel errors. The HTTP edge maps ErrNotFound to 404, ErrExists to 409
+// and ErrUnavailable to 503 with Retry-After.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrExists      = errors.New("already exists")
+	ErrUnavailable = errors.New("storage unavailable")
+)
+
+// LogInfo describes a stored log.
+type LogInfo struct {
+	Name    string
+	Created time.Time
+	Size    int64
+}
+
+// HashRow is one stored tree hash: tlog's stored-hash index and the hash.
+type HashRow struct {
+	ID   int64
+	Hash tlog.Hash
+}
+
+// Dedup remembers an event's producer-chosen id or (source, seq), so that a
+// retry finds its original entry and a conflicting reuse is refused.
+type Dedup struct {
+	KeyID     string
+	EventID   string // for id rows
+	Source    string // for seq rows
+	Seq       int64  // for seq rows
+	Index     int64
+	EventHash [32]byte
+}
+
+// Batch is everything one sequencer commit writes to one log.
+type Batch struct {
+	Log        string
+	OldSize    int64    // the log's size before the batch; the commit fails if it differs
+	Entries    [][]byte // entries OldSize, OldSize+1, …
+	Hashes     []HashRow
+	IDs        []Dedup
+	Seqs       []Dedup
+	Checkpoint []byte // signed checkpoint at the new size
+}
+
+// Store is a storage backend.
+type Store interface {
+	// CreateLog creates an empty log; ErrExists if it exists.
+	CreateLog(ctx context.Context, name string, created time.Time) error
+	// Logs lists the logs by name.
+	Logs(ctx context.Context) ([]LogInfo, error)
+	// Log describes one log; ErrNotFound if it does not exist.
+	Log(ctx context.Context, name string) (LogInfo, error)
+	// Checkpoint returns the latest stored checkpoint of log (nil if none).
+	Checkpoint(ctx context.Context, log string) ([]byte, error)
+	// ReadHashes returns the stored hashes with the given ids, in order.
+	ReadHashes(ctx context.Context, log string, ids []int64) ([]tlog.Hash, error)
+	// ReadEntries returns entries [start, end) (fewer if the log is shorter).
+	ReadEntries(ctx context.Context, log string, start, end int64) ([][]byte, error)
+	// LookupID finds a producer-chosen event id of a key.
+	LookupID(ctx context.Context, log, keyID, eventID string) (Dedup, bool, error)
+	// LookupSeq finds the entry with exactly this key, source and seq.
+	LookupSeq(ctx context.Context, log, keyID, source string, seq int64) (Dedup, bool, error)
+	// LastSeq returns the highest seq recorded for key and source.
+	LastSeq(ctx context.Context, log, keyID, source string) (int64, bool, error)
+	// Append commits b atomically and durably.
+	Append(ctx context.Context, b *Batch) error
+	// Close releases the store.
+	Close() error
+}
