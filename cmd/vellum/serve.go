@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vellum-audit/vellum/internal/node"
+)
+
+type serveFlags struct {
+	data, listen, name, logLevel, logFormat string
+}
+
+func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
+	f := &serveFlags{}
+	fs.StringVar(&f.data, "data", "vellum-data", "data directory (created on first start)")
+	fs.StringVar(&f.name, "name", "", "origin prefix of this server's checkpoints, fixed at first start (default vellum.local/<random>)")
+	if withListen {
+		fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "address to listen on")
+		fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+		fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	}
+	return f
+}
+
+func (m *Main) newFlagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(m.Stderr, "Usage: vellum %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usageError("run 'vellum "+fs.Name()+" -h' for its flags", "%v", err)
+	}
+	return nil
+}
+
+var errHelp = errors.New("help requested")
+
+func (m *Main) logger(f *serveFlags) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, usageError("use debug, info, warn or error", "bad --log-level %q", f.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(m.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(m.Stderr, opts)), nil
+	}
+	return nil, usageError("use text or json", "bad --log-format %q", f.logFormat)
+}
+
+func (m *Main) openNode(ctx context.Context, f *serveFlags, log *slog.Logger) (*node.Node, error) {
+	if f.name != "" {
+		if err := node.ValidOriginPrefix(f.name); err != nil {
+			return nil, usageError("", "%v", err)
+		}
+	}
+	n, err := node.Open(ctx, node.Config{Dir: f.data, OriginPrefix: f.name, Version: version, Logger: log})
+	if err != nil {
+		return nil, errorf("check --data; the server refuses to start on a data directory it cannot vouch for", "opening %s: %v", f.data, err)
+	}
+	if n.Init.Created {
+		fmt.Fprintf(m.Stderr, "vellum: created %s: server key %s, admin key written once to %s (mode 0600)\n",
+			f.data, filepath.Join(f.data, node.ServerKeyFile), n.Init.AdminKeyPath)
+		fmt.Fprintf(m.Stderr, "vellum: use it with: export VELLUM_KEY=$(cat %s)\n", n.Init.AdminKeyPath)
+	}
+	fmt.Fprintf(m.Stderr, "vellum: origin prefix %s\nvellum: verifier key %s\n", n.Init.OriginPrefix, n.VerifierKey())
+	return n, nil
+}
+
+func (m *Main) init(ctx context.Context, args []string) error {
+	fs := m.newFlagSet("init", "init [--data DIR] [--name ORIGIN-PREFIX]")
+	f := m.serverFlags(fs, false)
+	if err := parseFlags(fs, args); err != nil {
+		return helpOK(err)
+	}
+	n, err := m.openNode(ctx, f, slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return err
+	}
+	if !n.Init.Created {
+		fmt.Fprintf(m.Stderr, "vellum: %s was already initialised; nothing changed\n", f.data)
+	}
+	return n.Close()
+}
+
+func helpOK(err error) error {
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func (m *Main) serve(ctx context.Context, args []string) error {
+	fs := m.newFlagSet("serve", "serve [--data DIR] [--listen ADDR] [--name ORIGIN-PREFIX]")
+	f := m.serverFlags(fs, true)
+	if err := parseFlags(fs, args); err != nil {
+		return helpOK(err)
+	}
+	log, err := m.logger(f)
+	if err != nil {
+		return err
+	}
+	n, err := m.openNode(ctx, f, log)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return errorf("is another vellum (or something else) listening there? choose another with --listen", "listening on %s: %v", f.listen, err)
+	}
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
+		log.Warn("serving plain HTTP on a non-loopback address; put TLS in front of it", "addr", ln.Addr().String())
+	}
+	srv := &http.Server{
+		Handler:           n.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      120 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	addr := ln.Addr().String()
+	fmt.Fprintf(m.Stderr, "vellum: serving on http://%s (data in %s)\n", addr, f.data)
+	if m.Ready != nil {
+		m.Ready(addr)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("shutdown", "err", err)
+	}
+	if err := n.Close(); err != nil && !strings.Contains(err.Error(), "closed") {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+var _ = os.Stderr

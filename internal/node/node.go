@@ -1,0 +1,347 @@
+// Package node wires a data directory into a running vellum: it creates or
+// loads the server's checkpoint key and the first admin key, opens the
+// store, rebuilds the key registry from _system and builds the ledger and
+// the HTTP handler. cmd/vellum and the end-to-end tests share it.
+//
+// Data directory layout (all created 0700/0600):
+//
+//	config.json   origin prefix (fixed at init)
+//	server.key    checkpoint signing key (golang.org/x/mod/sumdb/note format)
+//	server.vkey   its verifier key, public
+//	admin.key     the first admin provisioning key token, written once
+//	vellum.db     the SQLite database (plus -wal and -shm files)
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/vellum-audit/vellum/api"
+	"github.com/vellum-audit/vellum/internal/entry"
+	"github.com/vellum-audit/vellum/internal/keys"
+	"github.com/vellum-audit/vellum/internal/ledger"
+	"github.com/vellum-audit/vellum/internal/server"
+	"github.com/vellum-audit/vellum/internal/store/sqlite"
+)
+
+// File names in the data directory.
+const (
+	ConfigFile      = "config.json"
+	ServerKeyFile   = "server.key"
+	VerifierKeyFile = "server.vkey"
+	AdminKeyFile    = "admin.key"
+)
+
+// Config is the node configuration.
+type Config struct {
+	Dir          string
+	OriginPrefix string // empty: keep the stored one, or a default at init
+	Version      string
+	Logger       *slog.Logger
+}
+
+type diskConfig struct {
+	OriginPrefix string `json:"origin_prefix"`
+}
+
+// InitResult says what Init did.
+type InitResult struct {
+	Created      bool   // a new data directory was set up
+	AdminKeyPath string // where the admin token was written
+	OriginPrefix string
+	VerifierKey  string
+}
+
+// ValidOriginPrefix checks an origin prefix: it names the checkpoint key, so
+// it must be a valid note key name (no spaces, no '+').
+func ValidOriginPrefix(p string) error {
+	if p == "" || len(p) > 200 || strings.ContainsAny(p, "+ \t\n\r") || !isPrintableASCII(p) || strings.HasSuffix(p, "/") {
+		return fmt.Errorf("origin prefix %q: use printable ASCII without spaces or '+', not ending in '/' (for example \"audit.example.com/prod\")", p)
+	}
+	return nil
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Node is an open data directory with everything needed to serve it.
+type Node struct {
+	Config   Config
+	Store    *sqlite.Store
+	Ledger   *ledger.Ledger
+	Registry *keys.Registry
+	Handler  http.Handler
+	Init     InitResult
+	signer   note.Signer
+	vkey     string
+	priv     ed25519.PrivateKey
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open initialises dir if needed and opens it.
+func Open(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	n := &Node{Config: cfg, Registry: keys.NewRegistry()}
+	if err := n.loadOrCreateKeys(); err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n.Store = st
+	n.Ledger, err = ledger.New(ledger.Config{
+		Store: st, Signer: n.signer, Verifier: mustVerifier(n.vkey), OriginPrefix: n.Init.OriginPrefix,
+		Keys: n.resolve, Logger: cfg.Logger,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := n.bootstrap(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.Handler = server.New(server.Config{
+		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
+		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,
+	})
+	return n, nil
+}
+
+func mustVerifier(vkey string) note.Verifier {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// Close stops the sequencers (after they finish what is queued) and closes
+// the store.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		if n.Ledger != nil {
+			n.Ledger.Close()
+		}
+		if n.Store != nil {
+			n.closeErr = n.Store.Close()
+		}
+	})
+	return n.closeErr
+}
+
+// VerifierKey is the checkpoint verifier key.
+func (n *Node) VerifierKey() string { return n.vkey }
+
+func (n *Node) resolve(keyID, log string, t time.Time) (ed25519.PublicKey, error) {
+	if keyID == entry.ServerKeyID {
+		return n.priv.Public().(ed25519.PublicKey), nil
+	}
+	k, err := n.Registry.Get(keyID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", err, keyID)
+	}
+	if err := k.ActiveAt(t); err != nil {
+		return nil, err
+	}
+	if !k.Allows("append", log) && log != api.SystemLog {
+		return nil, fmt.Errorf("%w: key %s may not append to %q", keys.ErrScope, keyID, log)
+	}
+	return k.PublicKey, nil
+}
+
+func (n *Node) path(name string) string { return filepath.Join(n.Config.Dir, name) }
+
+// writeSecret writes data to path with mode 0600, refusing to overwrite.
+func writeSecret(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (n *Node) loadOrCreateKeys() error {
+	var dc diskConfig
+	b, err := os.ReadFile(n.path(ConfigFile))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &dc); err != nil {
+			return fmt.Errorf("%s: %v", n.path(ConfigFile), err)
+		}
+		if n.Config.OriginPrefix != "" && n.Config.OriginPrefix != dc.OriginPrefix {
+			return fmt.Errorf("this data directory's origin prefix is %q, not %q: the prefix is fixed when the directory is created (it names every checkpoint)", dc.OriginPrefix, n.Config.OriginPrefix)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		dc.OriginPrefix = n.Config.OriginPrefix
+		if dc.OriginPrefix == "" {
+			var r [4]byte
+			rand.Read(r[:])
+			dc.OriginPrefix = fmt.Sprintf("vellum.local/%x", r)
+		}
+		if err := ValidOriginPrefix(dc.OriginPrefix); err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(dc, "", "  ")
+		if err := os.WriteFile(n.path(ConfigFile), append(b, '\n'), 0o600); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	n.Init.OriginPrefix = dc.OriginPrefix
+	skey, err := os.ReadFile(n.path(ServerKeyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		s, v, err := note.GenerateKey(rand.Reader, dc.OriginPrefix)
+		if err != nil {
+			return err
+		}
+		if err := writeSecret(n.path(ServerKeyFile), []byte(s+"\n")); err != nil {
+			return fmt.Errorf("writing server key: %w", err)
+		}
+		if err := os.WriteFile(n.path(VerifierKeyFile), []byte(v+"\n"), 0o644); err != nil {
+			return err
+		}
+		skey = []byte(s)
+	} else if err != nil {
+		return fmt.Errorf("reading server key: %w", err)
+	}
+	sk := strings.TrimSpace(string(skey))
+	if n.signer, err = note.NewSigner(sk); err != nil {
+		return fmt.Errorf("%s: %v", n.path(ServerKeyFile), err)
+	}
+	if n.signer.Name() != dc.OriginPrefix {
+		return fmt.Errorf("%s is named %q but the origin prefix is %q", n.path(ServerKeyFile), n.signer.Name(), dc.OriginPrefix)
+	}
+	parts := strings.SplitN(sk, "+", 5)
+	raw, err := base64.StdEncoding.DecodeString(parts[len(parts)-1])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return fmt.Errorf("%s: not an Ed25519 note key", n.path(ServerKeyFile))
+	}
+	n.priv = ed25519.NewKeyFromSeed(raw[1:])
+	if n.vkey, err = note.NewEd25519VerifierKey(dc.OriginPrefix, n.priv.Public().(ed25519.PublicKey)); err != nil {
+		return err
+	}
+	n.Init.VerifierKey = n.vkey
+	return nil
+}
+
+// bootstrap creates _system (with the genesis entry registering the first
+// admin key) and _access on first start, and on every start rebuilds the
+// key registry from _system.
+func (n *Node) bootstrap(ctx context.Context) error {
+	if li, err := n.Store.Log(ctx, api.SystemLog); err == nil && li.Size > 0 {
+		return n.fold(ctx)
+	}
+	// First start. The admin token is written before the genesis entry, so
+	// that a crash in between leaves a token that a restart reuses.
+	tokPath := n.path(AdminKeyFile)
+	var tok *keys.Token
+	if b, err := os.ReadFile(tokPath); err == nil {
+		if tok, err = keys.ParseToken(string(b)); err != nil {
+			return fmt.Errorf("%s: %v", tokPath, err)
+		}
+	} else {
+		if tok, err = keys.NewToken(); err != nil {
+			return err
+		}
+		if err := writeSecret(tokPath, []byte(tok.Encode()+"\n")); err != nil {
+			return fmt.Errorf("writing admin key: %w", err)
+		}
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	k := keys.Key{ID: tok.ID(), Name: "admin", PublicKey: tok.PublicKey(), Role: keys.RoleAdmin, Scopes: []string{"admin:*"}, Created: now}
+	if err := n.Registry.Add(k); err != nil {
+		return err
+	}
+	for _, name := range []string{api.SystemLog, api.AccessLog} {
+		if err := n.Ledger.CreateLog(ctx, name); err != nil && !errors.Is(err, ledger.ErrExists) {
+			return err
+		}
+	}
+	md, _ := json.Marshal(keys.Record{Key: k})
+	ev, _ := json.Marshal(api.Event{
+		Time: now.Format(time.RFC3339), Action: keys.ActionKeyCreate,
+		Actor:   api.Actor{ID: k.ID, Type: "key", Name: "admin"},
+		Targets: []api.Target{{ID: k.ID, Type: "key", Name: "admin"}},
+		Outcome: "success", Source: "vellum-init", Metadata: md,
+	})
+	pe, err := entry.ParseEvent(ev)
+	if err != nil {
+		return err
+	}
+	sig := ed25519.Sign(tok.SigningKey(), entry.Message(api.SystemLog, pe.Canonical))
+	if _, err := n.Ledger.Append(ctx, api.SystemLog, []ledger.Submitted{{Event: pe, KeyID: k.ID, Auth: entry.AuthSignature, Sig: sig}}); err != nil {
+		return fmt.Errorf("writing the genesis entry: %w", err)
+	}
+	n.Init.Created = true
+	n.Init.AdminKeyPath = tokPath
+	return nil
+}
+
+// fold rebuilds the registry from _system's key events.
+func (n *Node) fold(ctx context.Context) error {
+	li, err := n.Store.Log(ctx, api.SystemLog)
+	if err != nil {
+		return err
+	}
+	for start := int64(0); start < li.Size; start += 1000 {
+		es, err := n.Store.ReadEntries(ctx, api.SystemLog, start, min(start+1000, li.Size))
+		if err != nil {
+			return err
+		}
+		for i, data := range es {
+			e, err := entry.Parse(data)
+			if err != nil {
+				return fmt.Errorf("_system entry %d: %w", start+int64(i), err)
+			}
+			var ev struct {
+				Action   string          `json:"action"`
+				Metadata json.RawMessage `json:"metadata"`
+			}
+			if err := json.Unmarshal(e.Event, &ev); err != nil {
+				return fmt.Errorf("_system entry %d: %w", start+int64(i), err)
+			}
+			if err := n.Registry.ApplyEvent(ev.Action, ev.Metadata); err != nil {
+				return fmt.Errorf("_system entry %d: %w", start+int64(i), err)
+			}
+		}
+	}
+	return nil
+}
