@@ -74,9 +74,9 @@ type AppendRequest struct {
 
 // Receipt is what an append returns for each event.
 type Receipt struct {
-	Log       string `json:"log"`
-	Index     int64  `json:"index"`
-	LeafHash  string `json:"leaf_hash"`
+	Log       string          `json:"log"`
+	Index     int64           `json:"index"`
+	LeafHash  string          `json:"leaf_hash"`
 	Duplicate bool            `json:"duplicate,omitempty"` // an idempotent retry: the original event's entry
 	Entry     json.RawMessage `json:"entry"`               // the canonical entry bytes (the Merkle leaf)
 	Proof     string          `json:"proof"`               // c2sp.org/tlog-proof@v1 text
