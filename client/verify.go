@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -198,9 +197,23 @@ func (v *Verifier) NewAuditor(log string, reg *keys.Registry) *Auditor {
 func (a *Auditor) Size() int64 { return a.n }
 
 // Add checks the next entry.
-func (a *Auditor) Add(data []byte) error {
+func (a *Auditor) Add(data []byte) error { return a.add(data, nil) }
+
+// AddWithLeaf checks the next entry and that its bytes hash to treeLeaf,
+// the leaf hash the log's Merkle tree holds for it (served beside the
+// entry), so that a changed entry is named exactly.
+func (a *Auditor) AddWithLeaf(data []byte, treeLeaf [32]byte) error {
+	h := tlog.Hash(treeLeaf)
+	return a.add(data, &h)
+}
+
+func (a *Auditor) add(data []byte, treeLeaf *tlog.Hash) error {
 	fail := func(format string, args ...any) error {
 		return &EntryError{Log: a.log, Index: a.n, Reason: fmt.Sprintf(format, args...)}
+	}
+	leaf := entry.LeafHash(data)
+	if treeLeaf != nil && *treeLeaf != leaf {
+		return fail("the entry's bytes hash to %s, but the Merkle tree holds leaf %s: the stored entry was changed", leaf, *treeLeaf)
 	}
 	e, err := entry.Parse(data)
 	if err != nil {
@@ -258,7 +271,6 @@ func (a *Auditor) Add(data []byte) error {
 			return fail("%v", err)
 		}
 	}
-	leaf := entry.LeafHash(data)
 	a.push(leaf)
 	a.prev = leaf
 	a.n++
@@ -278,7 +290,7 @@ func (a *Auditor) push(h tlog.Hash) {
 // Root is the RFC 6962 root hash of the entries added so far.
 func (a *Auditor) Root() tlog.Hash {
 	if len(a.stack) == 0 {
-		return tlog.RecordHash(nil) // placeholder, replaced below
+		return emptyRoot
 	}
 	h := a.stack[len(a.stack)-1]
 	for i := len(a.stack) - 2; i >= 0; i-- {
@@ -293,9 +305,6 @@ func (a *Auditor) Check(c Checkpoint) error {
 		return fmt.Errorf("%w: log %q: recomputed %d entries, checkpoint has %d", ErrVerification, a.log, a.n, c.Size)
 	}
 	root := a.Root()
-	if a.n == 0 {
-		root = emptyRoot
-	}
 	if root != c.Hash {
 		return fmt.Errorf("%w: log %q: recomputed root %s does not match the checkpoint root %s", ErrVerification, a.log, root, tlog.Hash(c.Hash))
 	}
@@ -320,7 +329,14 @@ func (c *Client) AuditLog(ctx context.Context, v *Verifier, log string, cp Check
 			return fmt.Errorf("%w: log %q: server returned no entries at %d of %d", ErrVerification, log, a.Size(), cp.Size)
 		}
 		for _, e := range es {
-			if err := a.Add(e.Data); err != nil {
+			if e.Index != a.Size() {
+				return fmt.Errorf("%w: log %q: server returned entry %d where %d was expected", ErrVerification, log, e.Index, a.Size())
+			}
+			leaf, err := tlog.ParseHash(e.LeafHash)
+			if err != nil {
+				return fmt.Errorf("%w: log %q: entry %d: bad leaf hash %q", ErrVerification, log, e.Index, e.LeafHash)
+			}
+			if err := a.AddWithLeaf(e.Data, leaf); err != nil {
 				return err
 			}
 		}
@@ -344,5 +360,3 @@ func (c *Client) AuditSystem(ctx context.Context, v *Verifier, progress func(don
 	}
 	return reg, cp, nil
 }
-
-var _ = errors.New

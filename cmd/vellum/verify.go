@@ -179,7 +179,7 @@ func (m *Main) verify(ctx context.Context, args []string) error {
 		fmt.Fprintf(m.Stdout, "checkpoint: %s size %d root %s: signature OK (first checkpoint trusted for this log)\n", cur.Origin, cur.Size, hashString(cur.Hash))
 	}
 	if *full {
-		bar := m.progress("verifying")
+		bar := m.newProgress("verifying")
 		reg, sysCP, err := c.AuditSystem(ctx, v, bar.update("_system"))
 		bar.done()
 		if err != nil {
@@ -244,7 +244,7 @@ type progressBar struct {
 	drawn bool
 }
 
-func (m *Main) progress(label string) *progressBar {
+func (m *Main) newProgress(label string) *progressBar {
 	on := false
 	if f, ok := m.Stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {

@@ -64,7 +64,7 @@ func TestNonceCache(t *testing.T) {
 			{"k", "n2", 0, 0, nil},
 			{"k", "n3", 0, time.Second, ErrNonceCacheFull},
 			{"k", "n1", 0, time.Second, ErrReplay}, // still remembered
-			{"k", "n3", w, w + time.Second, nil}, // room again once n1, n2 expire
+			{"k", "n3", w, w + time.Second, nil},   // room again once n1, n2 expire
 			{"k", "n4", w, w + time.Second, nil},
 			{"k", "n5", w, w + time.Second, ErrNonceCacheFull},
 		}},

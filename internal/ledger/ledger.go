@@ -92,9 +92,21 @@ type Ledger struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	seqs   map[string]*sequencer
-	closed bool
+	mu       sync.Mutex
+	seqs     map[string]*sequencer
+	closed   bool
+	inflight sync.WaitGroup // Append and CreateLog calls under way
+}
+
+// enter registers an in-flight call; it fails once Close has begun.
+func (l *Ledger) enter() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.inflight.Add(1)
+	return nil
 }
 
 // New returns a Ledger. Call Close to stop its sequencers.
@@ -131,7 +143,15 @@ func (l *Ledger) Store() store.Store { return l.cfg.Store }
 // and waits for them.
 func (l *Ledger) Close() {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
 	l.closed = true
+	l.mu.Unlock()
+	// In-flight appends finish first: their sequencers are still running.
+	l.inflight.Wait()
+	l.mu.Lock()
 	for _, s := range l.seqs {
 		close(s.stop)
 	}
@@ -142,6 +162,10 @@ func (l *Ledger) Close() {
 
 // CreateLog creates an empty log and signs its first (empty) checkpoint.
 func (l *Ledger) CreateLog(ctx context.Context, name string) error {
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.inflight.Done()
 	if err := l.cfg.Store.CreateLog(ctx, name, l.cfg.Now()); err != nil {
 		return err
 	}
@@ -204,6 +228,10 @@ func (l *Ledger) Append(ctx context.Context, log string, events []Submitted) ([]
 	if len(events) == 0 {
 		return nil, fmt.Errorf("%w: no events", ErrInvalid)
 	}
+	if err := l.enter(); err != nil {
+		return nil, err
+	}
+	defer l.inflight.Done()
 	if len(events) > api.MaxBatch {
 		return nil, fmt.Errorf("%w: %d events in one request, at most %d", ErrTooLarge, len(events), api.MaxBatch)
 	}

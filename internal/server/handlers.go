@@ -320,6 +320,18 @@ func (s *Server) current(ctx context.Context, log string) (checkpoint.Checkpoint
 
 const maxRange = 1000
 
+// leafHashes returns the leaf hashes the Merkle tree holds for n entries
+// from start. They are served beside the entry bytes (not recomputed from
+// them), so a verifier can tell which stored entry no longer matches its
+// leaf.
+func (s *Server) leafHashes(ctx context.Context, log string, start, n int64) ([]tlog.Hash, error) {
+	ids := make([]int64, n)
+	for i := range ids {
+		ids[i] = tlog.StoredHashIndex(0, start+int64(i))
+	}
+	return s.cfg.Ledger.Store().ReadHashes(ctx, log, ids)
+}
+
 func (s *Server) listEntries(w http.ResponseWriter, r *http.Request, c *call) error {
 	q := r.URL.Query()
 	for k := range q {
@@ -349,8 +361,12 @@ func (s *Server) listEntries(w http.ResponseWriter, r *http.Request, c *call) er
 		if err != nil {
 			return err
 		}
+		leaves, err := s.leafHashes(r.Context(), c.log, start, int64(len(es)))
+		if err != nil {
+			return err
+		}
 		for i, data := range es {
-			out.Entries = append(out.Entries, api.Entry{Log: c.log, Index: start + int64(i), LeafHash: entry.LeafHash(data).String(), Data: data})
+			out.Entries = append(out.Entries, api.Entry{Log: c.log, Index: start + int64(i), LeafHash: leaves[i].String(), Data: data})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -382,7 +398,11 @@ func (s *Server) getEntry(w http.ResponseWriter, r *http.Request, c *call) error
 	if len(es) != 1 {
 		return errNotFound("entry %d not found", idx)
 	}
-	e := api.Entry{Log: c.log, Index: idx, LeafHash: entry.LeafHash(es[0]).String(), Data: es[0]}
+	leaves, err := s.leafHashes(r.Context(), c.log, idx, 1)
+	if err != nil {
+		return err
+	}
+	e := api.Entry{Log: c.log, Index: idx, LeafHash: leaves[0].String(), Data: es[0]}
 	if v := q.Get("proof"); v != "" && v != "false" && v != "0" {
 		text, _, err := s.cfg.Ledger.ProofText(r.Context(), c.log, idx, cp, cur.Size)
 		if err != nil {
