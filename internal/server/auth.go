@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/entry"
@@ -99,8 +100,8 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*call, er
 	if err := sig.Verify(key.PublicKey); err != nil {
 		return refuse(fmt.Errorf("key %q: %w", sig.KeyID, err))
 	}
-	if len(body) > 0 || r.Header.Get("Content-Digest") != "" {
-		if err := httpsig.VerifyContentDigest(r.Header.Get("Content-Digest"), body); err != nil {
+	if digest := strings.Join(r.Header.Values("Content-Digest"), ", "); len(body) > 0 || digest != "" {
+		if err := httpsig.VerifyContentDigest(digest, body); err != nil {
 			return refuse(fmt.Errorf("key %q: %w", sig.KeyID, err))
 		}
 	}
