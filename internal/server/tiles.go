@@ -41,7 +41,8 @@ func parseTilePath(p string) (level int, entries bool, n int64, w int, ok bool) 
 		parts = parts[:len(parts)-1]
 		parts[len(parts)-1] = strings.TrimSuffix(parts[len(parts)-1], ".p")
 	}
-	if len(parts) > 7 {
+	if len(parts) > 7 || (len(parts) > 1 && parts[0] == "x000") {
+		// At most 7 groups; no leading zero group (one index, one path).
 		return 0, false, 0, 0, false
 	}
 	for i, g := range parts {
