@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/dunglas/httpsfv v1.0.2
+	github.com/transparency-dev/merkle v0.0.2
 	github.com/yaronf/httpsign v0.4.1
 	golang.org/x/mod v0.30.0
 	modernc.org/sqlite v1.40.1

@@ -837,10 +837,10 @@ func TestTamper(t *testing.T) {
 	}
 	// The store's triggers refuse changes.
 	for _, tc := range []struct{ name, q, want string }{
-		{"update", `UPDATE entries SET data = data WHERE log = ? AND idx = 7`, "vellum: entries is append-only: UPDATE refused"},
-		{"delete", `DELETE FROM entries WHERE log = ? AND idx = 7`, "vellum: entries is append-only: DELETE refused"},
-		{"hashes update", `UPDATE hashes SET hash = hash WHERE log = ?`, "vellum: hashes is append-only: UPDATE refused"},
-		{"checkpoints delete", `DELETE FROM checkpoints WHERE log = ?`, "vellum: checkpoints is append-only: DELETE refused"},
+		{"update", `UPDATE entries SET data = data WHERE log = ? AND idx = 7`, "vellum: entries is append-only: update refused"},
+		{"delete", `DELETE FROM entries WHERE log = ? AND idx = 7`, "vellum: entries is append-only: delete refused"},
+		{"hashes update", `UPDATE hashes SET hash = hash WHERE log = ?`, "vellum: hashes is append-only: update refused"},
+		{"checkpoints delete", `DELETE FROM checkpoints WHERE log = ?`, "vellum: checkpoints is append-only: delete refused"},
 	} {
 		_, err := db.Exec(tc.q, logID)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -1006,5 +1006,44 @@ func TestConcurrentAppendsRace(t *testing.T) {
 		if err := admin.AuditLog(ctx, v, l, cp, reg, nil); err != nil {
 			t.Errorf("AuditLog(%q): %v", l, err)
 		}
+	}
+}
+
+// TestLogWithoutCheckpoint: a log whose row was committed but whose first
+// (empty) checkpoint was not, as after a crash (or a Close racing
+// CreateLog) between Store.CreateLog and the sequencer's first commit.
+// Such a log must not break the API: it should be served as an empty log
+// with a signed checkpoint.
+func TestLogWithoutCheckpoint(t *testing.T) {
+	t.Skip("known bug: a log without a stored checkpoint makes GET /v1/logs and GET /v1/logs/{log} answer 500 and GET .../checkpoint answer 200 with an empty body until its first append")
+	dir := t.TempDir()
+	ctx := context.Background()
+	url, tok, stop := startNode(t, dir)
+	c := newClient(t, url, tok)
+	v := verifierFor(t, c, dir)
+	createLog(t, c, "ok")
+	stop()
+
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "vellum.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO logs(name, created) VALUES ('half', '2026-01-01T00:00:00Z')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	url, tok, _ = startNode(t, dir)
+	c = newClient(t, url, tok)
+	if _, err := c.Logs(ctx); err != nil {
+		t.Errorf("Logs: %v", err)
+	}
+	if l, err := c.Log(ctx, "half"); err != nil || l.Size != 0 {
+		t.Errorf("Log(half) = %+v, %v", l, err)
+	}
+	if cp, err := c.Latest(ctx, v, "half", nil); err != nil || cp.Size != 0 {
+		t.Errorf("Latest(half) = %+v, %v", cp, err)
 	}
 }
