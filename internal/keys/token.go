@@ -98,7 +98,7 @@ func ParseToken(s string) (*Token, error) {
 		return nil, fmt.Errorf("%w: bad key id part", ErrMalformedToken)
 	}
 	raw, err := b32.DecodeString(body)
-	if err != nil || len(raw) != secretSize+4 {
+	if err != nil || len(raw) != secretSize+4 || b32.EncodeToString(raw) != body {
 		return nil, fmt.Errorf("%w: bad secret part", ErrMalformedToken)
 	}
 	var sec [secretSize]byte

@@ -169,14 +169,30 @@ func (l *Ledger) CreateLog(ctx context.Context, name string) error {
 	if err := l.cfg.Store.CreateLog(ctx, name, l.cfg.Now()); err != nil {
 		return err
 	}
-	s, err := l.sequencer(ctx, name)
-	if err != nil {
-		return err
-	}
-	return s.ensureCheckpoint(ctx)
+	_, err := l.sequencer(ctx, name)
+	return err
 }
 
+// sequencer returns the running sequencer of log name, starting it if
+// needed. A log without a stored checkpoint (a crash between creating the
+// log and signing its first checkpoint) gets its empty checkpoint now.
 func (l *Ledger) sequencer(ctx context.Context, name string) (*sequencer, error) {
+	s, err := l.startSequencer(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	have := s.checkpoint != nil
+	s.mu.Unlock()
+	if !have {
+		if err := s.ensureCheckpoint(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (l *Ledger) startSequencer(ctx context.Context, name string) (*sequencer, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {

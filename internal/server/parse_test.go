@@ -29,7 +29,8 @@ func TestParseTilePath(t *testing.T) {
 		{"0/000.p/0", false, 0, false, 0, 0},
 		{"0/000.p/256", false, 0, false, 0, 0},
 		{"0/000.p/07", false, 0, false, 0, 0},
-		{"8/000", false, 0, false, 0, 0},
+		{"63/000", true, 63, false, 0, 0},
+		{"64/000", false, 0, false, 0, 0},
 		{"01/000", false, 0, false, 0, 0},
 		{"-1/000", false, 0, false, 0, 0},
 		{"../000", false, 0, false, 0, 0},
@@ -88,7 +89,7 @@ func FuzzParseTilePath(f *testing.F) {
 		if !ok {
 			return
 		}
-		if n < 0 || w < 0 || w > 255 || level < 0 || level > 7 {
+		if n < 0 || w < 0 || w > 255 || level < 0 || level > 63 {
 			t.Fatalf("out of range: %d %d %d", level, n, w)
 		}
 		if got := tilePath(level, entries, n, w); got != p {

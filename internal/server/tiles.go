@@ -25,7 +25,7 @@ func parseTilePath(p string) (level int, entries bool, n int64, w int, ok bool) 
 		entries = true
 	} else {
 		l, err := strconv.Atoi(parts[0])
-		if err != nil || l < 0 || l > 63/tileHeight || strconv.Itoa(l) != parts[0] {
+		if err != nil || l < 0 || l > 63 || strconv.Itoa(l) != parts[0] {
 			return 0, false, 0, 0, false
 		}
 		level = l
@@ -74,7 +74,7 @@ func (s *Server) getTile(w http.ResponseWriter, r *http.Request, c *call) error 
 		return err
 	}
 	// Nodes available at this tile's bottom level.
-	avail := cur.Size >> (tileHeight * level)
+	avail := cur.Size >> (tileHeight * level) // 0 for levels above 7
 	want := int64(width)
 	if width == 0 {
 		want = 1 << tileHeight
