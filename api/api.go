@@ -169,13 +169,52 @@ const (
 	CodeInternal     = "internal"
 	CodeMethod       = "method_not_allowed"
 	CodeUnsupported  = "unsupported_media_type"
+	CodeRateLimited  = "rate_limited"
 )
+
+// Key is a provisioning key as the server describes it: public material,
+// policy and lifecycle; never a secret.
+type Key struct {
+	ID           string   `json:"id"`
+	Name         string   `json:"name,omitempty"`
+	Description  string   `json:"description,omitempty"`
+	PublicKey    string   `json:"public_key"` // base64 Ed25519
+	Role         string   `json:"role,omitempty"`
+	Scopes       []string `json:"scopes"`
+	Status       string   `json:"status"` // active, revoked, expired, pending
+	Created      string   `json:"created"`
+	CreatedBy    string   `json:"created_by,omitempty"`
+	NotBefore    string   `json:"not_before,omitempty"`
+	Expires      string   `json:"expires,omitempty"`
+	CIDRs        []string `json:"cidrs,omitempty"`
+	Rate         string   `json:"rate,omitempty"`
+	Bearer       bool     `json:"bearer,omitempty"`
+	External     bool     `json:"external,omitempty"`
+	RotatedFrom  string   `json:"rotated_from,omitempty"`
+	RotatedTo    string   `json:"rotated_to,omitempty"`
+	Revoked      string   `json:"revoked,omitempty"`
+	RevokeReason string   `json:"revoke_reason,omitempty"`
+	LastUsed     string   `json:"last_used,omitempty"` // since this server started
+}
+
+// KeyList answers GET /v1/keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// KeyChange answers POST /v1/keys: the _system receipt of the lifecycle
+// entry and the key as it now stands.
+type KeyChange struct {
+	Receipt Receipt `json:"receipt"`
+	Key     Key     `json:"key"`
+}
 
 // Paths. {log} is a log name.
 const (
 	PathServer  = "/v1/server"
 	PathLogs    = "/v1/logs"
 	PathHealthz = "/healthz"
+	PathKeys    = "/v1/keys"
 )
 
 // LogPath is /v1/logs/{log}.

@@ -65,6 +65,7 @@ type Client struct {
 	tok     *keys.Token
 	hc      *http.Client
 	retries int
+	bearer  bool
 
 	mu  sync.Mutex
 	seq map[string]int64 // next seq per source, for WithSequence
@@ -223,7 +224,9 @@ func (c *Client) once(ctx context.Context, method, path string, q url.Values, bo
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if err := httpsig.Sign(req, body, c.tok.ID(), c.tok.SigningKey(), time.Now()); err != nil {
+	if c.bearer {
+		req.Header.Set("Authorization", "Bearer "+c.tok.Encode())
+	} else if err := httpsig.Sign(req, body, c.tok.ID(), c.tok.SigningKey(), time.Now()); err != nil {
 		return err
 	}
 	resp, err := c.hc.Do(req)

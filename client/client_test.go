@@ -113,7 +113,7 @@ func TestAuditorDetectsEveryChange(t *testing.T) {
 			return e
 		}, 7},
 		{"changed received", func(e []api.Entry) []api.Entry {
-			e[2].Data = bytes.Replace(e[2].Data, []byte(`"received":"2`), []byte(`"received":"1`), 1)
+			e[2].Data = bytes.Replace(e[2].Data, []byte(`"received":"2026`), []byte(`"received":"2027`), 1)
 			return e
 		}, 3},
 	}

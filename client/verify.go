@@ -228,7 +228,6 @@ func (a *Auditor) add(data []byte, treeLeaf *tlog.Hash) error {
 	if e.Prev != a.prev {
 		return fail("prev is %s, but the previous entry's leaf hash is %s", e.Prev, a.prev)
 	}
-	var pub ed25519.PublicKey
 	var md struct {
 		Action   string          `json:"action"`
 		Metadata json.RawMessage `json:"metadata"`
@@ -238,36 +237,70 @@ func (a *Auditor) add(data []byte, treeLeaf *tlog.Hash) error {
 			return fail("bad event: %v", err)
 		}
 	}
+	t := e.ReceivedTime()
+	sysEv := keys.Event{Index: e.Index, Received: t, Signer: e.KeyID, Action: md.Action, Metadata: md.Metadata}
+	lifecycle := a.log == api.SystemLog && keys.IsLifecycle(md.Action)
+	genesis := lifecycle && a.reg.Len() == 0 && e.Index == 0
+	var pubs []ed25519.PublicKey
 	switch {
 	case e.KeyID == entry.ServerKeyID:
 		if e.Auth != entry.AuthServer {
 			return fail("server key with auth %q", e.Auth)
 		}
-		pub = a.server
-	case a.log == api.SystemLog && a.n == 0:
-		// Genesis: registers the first admin key, signed by that key.
-		if md.Action != keys.ActionKeyCreate {
-			return fail("genesis entry is %q, not %s", md.Action, keys.ActionKeyCreate)
+		if a.log != api.SystemLog && a.log != api.AccessLog {
+			return fail("the server does not write entries of its own into user logs")
 		}
-		if err := a.reg.ApplyEvent(md.Action, md.Metadata); err != nil {
-			return fail("genesis: %v", err)
-		}
-		fallthrough
+		pubs = []ed25519.PublicKey{a.server}
 	default:
-		k, err := a.reg.Get(e.KeyID)
+		if a.log == api.SystemLog && !lifecycle {
+			return fail("key %s signed a %q entry in %s, where keys write only lifecycle records", e.KeyID, md.Action, api.SystemLog)
+		}
+		if a.log == api.AccessLog {
+			return fail("key %s signed an entry in %s, which only the server writes", e.KeyID, api.AccessLog)
+		}
+		if genesis {
+			// The first key registers itself; its own signature is checked below.
+			if err := a.reg.Apply(sysEv); err != nil {
+				return fail("genesis: %v", err)
+			}
+		} else if a.log == api.SystemLog && e.Index == 0 {
+			return fail("the first entry of %s must register the first admin key", api.SystemLog)
+		}
+		k, err := a.reg.At(e.KeyID, t)
 		if err != nil {
 			return fail("signed by key %s, which is not registered in %s", e.KeyID, api.SystemLog)
 		}
-		if err := k.ActiveAt(e.ReceivedTime()); err != nil {
-			return fail("signed by key %s: %v", e.KeyID, err)
+		if err := k.ActiveAt(t); err != nil {
+			return fail("signed by key %s at %s: %v", e.KeyID, e.Received, err)
 		}
-		pub = k.PublicKey
+		if a.log != api.SystemLog && !k.Allows(keys.OpAppend, a.log) {
+			return fail("signed by key %s, whose scopes at %s did not allow appending to %q", e.KeyID, e.Received, a.log)
+		}
+		switch e.Auth {
+		case entry.AuthSignature:
+			pubs = []ed25519.PublicKey{k.PublicKey}
+		case entry.AuthBearer:
+			if !k.Bearer {
+				return fail("entry says auth bearer, but key %s was not created for bearer use", e.KeyID)
+			}
+			// A bearer client may sign its events; if it did not, the server attested them.
+			pubs = []ed25519.PublicKey{k.PublicKey, a.server}
+		default:
+			return fail("key %s with auth %q", e.KeyID, e.Auth)
+		}
 	}
-	if !ed25519.Verify(pub, e.Message(), e.Sig) {
+	verified := false
+	for _, pub := range pubs {
+		if ed25519.Verify(pub, e.Message(), e.Sig) {
+			verified = true
+			break
+		}
+	}
+	if !verified {
 		return fail("event signature does not verify with key %s", e.KeyID)
 	}
-	if a.log == api.SystemLog && a.n > 0 {
-		if err := a.reg.ApplyEvent(md.Action, md.Metadata); err != nil {
+	if a.log == api.SystemLog && !genesis {
+		if err := a.reg.Apply(sysEv); err != nil {
 			return fail("%v", err)
 		}
 	}

@@ -318,7 +318,11 @@ func reorder(args []string) []string {
 
 func isBoolFlag(a string) bool {
 	a = strings.TrimLeft(a, "-")
-	return a == "proof" || a == "json" || a == "full" || a == "h" || a == "help"
+	switch a {
+	case "proof", "json", "full", "h", "help", "bearer", "no-cidrs":
+		return true
+	}
+	return false
 }
 
 func (m *Main) checkpoint(ctx context.Context, args []string) error {

@@ -86,6 +86,9 @@ Logs and entries:
   checkpoint  print a log's latest signed checkpoint
   info        print the server's origin prefix and checkpoint verifier key
 
+Keys:
+  keys create|list|show|rotate|revoke|update   provisioning keys (see 'vellum keys')
+
 Verification:
   verify      check a log (--full: every entry) or a receipt (--receipt FILE)
 
@@ -130,6 +133,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.info(ctx, rest)
 	case "verify":
 		return m.verify(ctx, rest)
+	case "keys":
+		return m.keys(ctx, rest)
 	case "bench":
 		return m.bench(ctx, rest)
 	}

@@ -70,6 +70,9 @@ type Submitted struct {
 	KeyID string
 	Auth  string // entry.AuthSignature, entry.AuthBearer or entry.AuthServer
 	Sig   []byte
+	// ServerSigned marks a bearer event the server signed with its own key
+	// (the client could not sign); Keys then resolves entry.ServerKeyID.
+	ServerSigned bool
 }
 
 // Config configures a Ledger.
@@ -307,6 +310,14 @@ func (l *Ledger) verifyAll(log string, events []Submitted) error {
 		pub, err := l.cfg.Keys(ev.KeyID, log, now)
 		if err != nil {
 			return &EventError{Index: i, Err: err}
+		}
+		if ev.ServerSigned {
+			if ev.Auth != entry.AuthBearer {
+				return &EventError{Index: i, Err: ErrBadSignature}
+			}
+			if pub, err = l.cfg.Keys(entry.ServerKeyID, log, now); err != nil {
+				return &EventError{Index: i, Err: err}
+			}
 		}
 		if len(ev.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, entry.Message(log, ev.Event.Canonical), ev.Sig) {
 			return &EventError{Index: i, Err: ErrBadSignature}

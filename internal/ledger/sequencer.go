@@ -161,8 +161,12 @@ type roundState struct {
 	newEvs  []*Submitted
 	slots   [][]slot
 	batch   store.Batch
+	// stored holds the event ids of the round's events that storage has,
+	// when prefetchIDs read them all; nil means look each one up.
+	stored map[idKey]seen
 
 	lastLeaf, root tlog.Hash // after build
+	frontier       map[int64]tlog.Hash // after build: the edge subtree hashes, before and after the round
 }
 
 func (s *sequencer) commit(round []*request) {
@@ -183,6 +187,7 @@ func (s *sequencer) commit(round []*request) {
 		s.broken = false
 	}
 	rs := &roundState{ids: map[idKey]seen{}, exact: map[seqExact]seen{}, lastSeq: map[seqKey]int64{}}
+	s.prefetchIDs(ctx, round, rs)
 	rs.slots = make([][]slot, len(round))
 	accepted := make([]bool, len(round))
 	for i, r := range round {
@@ -229,6 +234,9 @@ func (s *sequencer) commit(round []*request) {
 		s.mu.Unlock()
 		s.prevLeaf = rs.lastLeaf
 		s.cache = written
+		for id, h := range rs.frontier {
+			s.cache[id] = h
+		}
 		for k, v := range rs.lastSeq {
 			s.seqs[k] = v
 		}
@@ -271,6 +279,46 @@ func (s *sequencer) reload(ctx context.Context) error {
 	return s.load(ctx)
 }
 
+// idsLookup is implemented by stores that look up many event ids of a key
+// at once (sqlite does).
+type idsLookup interface {
+	LookupIDs(ctx context.Context, log, keyID string, eventIDs []string) (map[string]store.Dedup, error)
+}
+
+// prefetchIDs reads from storage, in a few queries, the event ids of every
+// event of the round, so that decide does not query once per event. Nothing
+// writes to the log's storage during the round, so the answers are the ones
+// decide would get. On any error it leaves rs.stored nil and decide looks
+// each id up itself, as without prefetching.
+func (s *sequencer) prefetchIDs(ctx context.Context, round []*request, rs *roundState) {
+	bl, ok := s.l.cfg.Store.(idsLookup)
+	if !ok {
+		return
+	}
+	byKey := map[string][]string{}
+	for _, r := range round {
+		for i := range r.events {
+			if ev := &r.events[i]; ev.Event.ID != "" {
+				byKey[ev.KeyID] = append(byKey[ev.KeyID], ev.Event.ID)
+			}
+		}
+	}
+	if len(byKey) == 0 {
+		return
+	}
+	stored := map[idKey]seen{}
+	for key, ids := range byKey {
+		found, err := bl.LookupIDs(ctx, s.log, key, ids)
+		if err != nil {
+			return
+		}
+		for id, d := range found {
+			stored[idKey{key, id}] = seen{d.Index, d.EventHash}
+		}
+	}
+	rs.stored = stored
+}
+
 // decide classifies each event of r as new or a duplicate, or refuses r.
 // It only adds to rs when the whole request is accepted.
 func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]slot, error) {
@@ -297,7 +345,9 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 			if !ok {
 				prev, ok = rs.ids[k]
 			}
-			if !ok {
+			if !ok && rs.stored != nil {
+				prev, ok = rs.stored[k]
+			} else if !ok {
 				d, found, err := st.LookupID(ctx, s.log, ev.KeyID, id)
 				if err != nil {
 					return nil, err
@@ -428,7 +478,33 @@ func (s *sequencer) build(ctx context.Context, rs *roundState, oldSize int64, wr
 	}
 	rs.batch.Checkpoint = cp
 	rs.lastLeaf, rs.root = prev, root
+	// Keep the hashes of the complete subtrees along the right edge of the
+	// tree, before and after the round: they are what the next round's tree
+	// hashes, root and receipts read, and they were read just now, so the
+	// next commit need not read them from storage again. (A cache only: on
+	// an error here the next commit reads them from storage.)
+	ids := append(frontierIDs(oldSize), frontierIDs(newSize)...)
+	if hs, err := r.ReadHashes(ids); err == nil {
+		rs.frontier = make(map[int64]tlog.Hash, len(ids))
+		for i, id := range ids {
+			rs.frontier[id] = hs[i]
+		}
+	}
 	return cp, nil
+}
+
+// frontierIDs returns the stored-hash indexes of the complete subtrees that
+// make up a tree of size n (one per bit of n), from the left.
+func frontierIDs(n int64) []int64 {
+	var ids []int64
+	var start int64
+	for level := 62; level >= 0; level-- {
+		if n&(1<<level) != 0 {
+			ids = append(ids, tlog.StoredHashIndex(level, start>>level))
+			start += 1 << level
+		}
+	}
+	return ids
 }
 
 // memoReader reads hashes from this round, the last commit, then storage,

@@ -35,6 +35,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
 	"github.com/vellum-audit/vellum/internal/server"
+	"github.com/vellum-audit/vellum/internal/store"
 	"github.com/vellum-audit/vellum/internal/store/sqlite"
 )
 
@@ -91,6 +92,7 @@ type Node struct {
 	Ledger   *ledger.Ledger
 	Registry *keys.Registry
 	Handler  http.Handler
+	Server   *server.Server
 	Init     InitResult
 	signer   note.Signer
 	vkey     string
@@ -98,6 +100,26 @@ type Node struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	stopBG    context.CancelFunc
+	bg        sync.WaitGroup
+}
+
+// expiryLoop records key expiries in _system as they happen (every
+// second), until ctx ends. Enforcement does not wait for it: a key is
+// refused from its expiry time on.
+func (n *Node) expiryLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := n.Server.RecordExpiries(ctx); err != nil && ctx.Err() == nil {
+				n.Config.Logger.Error("recording key expiries", "err", err)
+			}
+		}
+	}
 }
 
 // Open initialises dir if needed and opens it.
@@ -129,10 +151,19 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	n.Handler = server.New(server.Config{
+	n.Server = server.New(server.Config{
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
 		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,
+		Refold: n.fold,
 	})
+	n.Handler = n.Server
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopBG = cancel
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		n.expiryLoop(ctx)
+	}()
 	return n, nil
 }
 
@@ -148,6 +179,10 @@ func mustVerifier(vkey string) note.Verifier {
 // the store.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		if n.stopBG != nil {
+			n.stopBG()
+			n.bg.Wait()
+		}
 		if n.Ledger != nil {
 			n.Ledger.Close()
 		}
@@ -165,9 +200,9 @@ func (n *Node) resolve(keyID, log string, t time.Time) (ed25519.PublicKey, error
 	if keyID == entry.ServerKeyID {
 		return n.priv.Public().(ed25519.PublicKey), nil
 	}
-	k, err := n.Registry.Get(keyID)
+	k, err := n.Registry.At(keyID, t)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", err, keyID)
+		return nil, err
 	}
 	if err := k.ActiveAt(t); err != nil {
 		return nil, err
@@ -285,9 +320,12 @@ func (n *Node) bootstrap(ctx context.Context) error {
 			return fmt.Errorf("writing admin key: %w", err)
 		}
 	}
-	now := time.Now().UTC().Truncate(time.Second)
-	k := keys.Key{ID: tok.ID(), Name: "admin", PublicKey: tok.PublicKey(), Role: keys.RoleAdmin, Scopes: []string{"admin:*"}, Created: now}
-	if err := n.Registry.Add(k); err != nil {
+	now := time.Now().UTC()
+	spec := keys.Spec{ID: tok.ID(), Name: "admin", Description: "first admin key, made at init", PublicKey: tok.PublicKey(), Role: keys.RoleAdmin, Scopes: keys.RoleScopes[keys.RoleAdmin]}
+	md, _ := json.Marshal(keys.CreateRecord{Key: spec})
+	// The genesis key is registered provisionally so that its own entry
+	// can be checked; the registry is then rebuilt from _system.
+	if err := n.Registry.Apply(keys.Event{Received: now.Add(-time.Second), Signer: spec.ID, Action: keys.ActionKeyCreate, Metadata: md}); err != nil {
 		return err
 	}
 	for _, name := range []string{api.SystemLog, api.AccessLog} {
@@ -295,11 +333,10 @@ func (n *Node) bootstrap(ctx context.Context) error {
 			return err
 		}
 	}
-	md, _ := json.Marshal(keys.Record{Key: k})
 	ev, _ := json.Marshal(api.Event{
-		Time: now.Format(time.RFC3339), Action: keys.ActionKeyCreate,
-		Actor:   api.Actor{ID: k.ID, Type: "key", Name: "admin"},
-		Targets: []api.Target{{ID: k.ID, Type: "key", Name: "admin"}},
+		Time: now.Format(time.RFC3339Nano), Action: keys.ActionKeyCreate,
+		Actor:   api.Actor{ID: spec.ID, Type: "key", Name: "admin"},
+		Targets: []api.Target{{ID: spec.ID, Type: "key", Name: "admin"}},
 		Outcome: "success", Source: "vellum-init", Metadata: md,
 	})
 	pe, err := entry.ParseEvent(ev)
@@ -307,41 +344,69 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		return err
 	}
 	sig := ed25519.Sign(tok.SigningKey(), entry.Message(api.SystemLog, pe.Canonical))
-	if _, err := n.Ledger.Append(ctx, api.SystemLog, []ledger.Submitted{{Event: pe, KeyID: k.ID, Auth: entry.AuthSignature, Sig: sig}}); err != nil {
+	if _, err := n.Ledger.Append(ctx, api.SystemLog, []ledger.Submitted{{Event: pe, KeyID: spec.ID, Auth: entry.AuthSignature, Sig: sig}}); err != nil {
 		return fmt.Errorf("writing the genesis entry: %w", err)
+	}
+	if err := n.fold(ctx); err != nil {
+		return err
 	}
 	n.Init.Created = true
 	n.Init.AdminKeyPath = tokPath
 	return nil
 }
 
-// fold rebuilds the registry from _system's key events.
+// fold rebuilds the registry from _system's lifecycle entries.
 func (n *Node) fold(ctx context.Context) error {
-	li, err := n.Store.Log(ctx, api.SystemLog)
+	reg, err := Fold(ctx, n.Store)
 	if err != nil {
 		return err
 	}
+	n.Registry.Replace(reg)
+	return nil
+}
+
+// Fold computes the key registry from the _system log in st: the fold of
+// its lifecycle entries, each checked as the auditor checks it.
+func Fold(ctx context.Context, st interface {
+	Log(ctx context.Context, name string) (store.LogInfo, error)
+	ReadEntries(ctx context.Context, log string, start, end int64) ([][]byte, error)
+}) (*keys.Registry, error) {
+	reg := keys.NewRegistry()
+	li, err := st.Log(ctx, api.SystemLog)
+	if err != nil {
+		return nil, err
+	}
 	for start := int64(0); start < li.Size; start += 1000 {
-		es, err := n.Store.ReadEntries(ctx, api.SystemLog, start, min(start+1000, li.Size))
+		es, err := st.ReadEntries(ctx, api.SystemLog, start, min(start+1000, li.Size))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for i, data := range es {
-			e, err := entry.Parse(data)
+			idx := start + int64(i)
+			ev, err := SystemEvent(data)
 			if err != nil {
-				return fmt.Errorf("_system entry %d: %w", start+int64(i), err)
+				return nil, fmt.Errorf("_system entry %d: %w", idx, err)
 			}
-			var ev struct {
-				Action   string          `json:"action"`
-				Metadata json.RawMessage `json:"metadata"`
-			}
-			if err := json.Unmarshal(e.Event, &ev); err != nil {
-				return fmt.Errorf("_system entry %d: %w", start+int64(i), err)
-			}
-			if err := n.Registry.ApplyEvent(ev.Action, ev.Metadata); err != nil {
-				return fmt.Errorf("_system entry %d: %w", start+int64(i), err)
+			if err := reg.Apply(ev); err != nil {
+				return nil, fmt.Errorf("_system entry %d: %w", idx, err)
 			}
 		}
 	}
-	return nil
+	return reg, nil
+}
+
+// SystemEvent decodes a _system entry into what the registry folds.
+func SystemEvent(data []byte) (keys.Event, error) {
+	e, err := entry.Parse(data)
+	if err != nil {
+		return keys.Event{}, err
+	}
+	var ev struct {
+		Action   string          `json:"action"`
+		Metadata json.RawMessage `json:"metadata"`
+	}
+	if err := json.Unmarshal(e.Event, &ev); err != nil {
+		return keys.Event{}, err
+	}
+	return keys.Event{Index: e.Index, Received: e.ReceivedTime(), Signer: e.KeyID, Action: ev.Action, Metadata: ev.Metadata}, nil
 }

@@ -1,11 +1,16 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/entry"
@@ -15,38 +20,92 @@ import (
 
 // call is an authenticated request.
 type call struct {
-	key  *keys.Key
-	auth string // entry.AuthSignature
-	body []byte
-	log  string // the {log} path value, if any
+	key    *keys.Key
+	auth   string // entry.AuthSignature or entry.AuthBearer
+	body   []byte
+	log    string // the {log} path value, if any
+	remote netip.Addr
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
 
+// refusal is why a request was refused: what the client is told (status
+// and a message that does not say which check failed) and what _access
+// records (the reason).
+type refusal struct {
+	status int
+	keyID  string
+	reason string
+	client *httpError
+}
+
+func (rf *refusal) Error() string { return rf.reason }
+
+func (s *Server) refuse(status int, keyID, reason string) *refusal {
+	var he *httpError
+	switch status {
+	case http.StatusUnauthorized:
+		he = errUnauthorized
+	case http.StatusForbidden:
+		he = newHTTPError(status, api.CodeForbidden, "this key is not allowed to do this")
+	case http.StatusTooManyRequests:
+		he = &httpError{status: status, code: api.CodeRateLimited, msg: "this key is over its rate limit; retry later", retry: true}
+	default:
+		he = newHTTPError(status, api.CodeBadRequest, "%s", reason)
+	}
+	return &refusal{status: status, keyID: keyID, reason: reason, client: he}
+}
+
 // handle registers fn behind authentication and, when op is set and the
-// route has a {log}, authorisation of op on that log.
+// route has a {log}, authorisation of op on that log. Every refusal is
+// recorded in _access; so is every successful read (GET).
 func (s *Server) handle(pattern, op string, fn handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.authenticate(w, r)
-		if err != nil {
-			writeError(w, r, s.cfg.Logger, err)
+		c, rf := s.authenticate(w, r, op)
+		if rf != nil {
+			s.recordAccess(r, rf.keyID, rf.status, rf.reason)
+			writeError(w, r, s.cfg.Logger, rf.client)
 			return
 		}
-		if name := r.PathValue("log"); name != "" {
-			if !api.ValidLogName(name) && !api.Reserved(name) {
-				writeError(w, r, s.cfg.Logger, errBadRequest("invalid log name %q: use 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", name))
-				return
+		sw := &statusWriter{ResponseWriter: w}
+		if err := fn(sw, r, c); err != nil {
+			he := toHTTP(err)
+			if he.status == http.StatusForbidden {
+				s.recordAccess(r, c.key.ID, he.status, he.msg)
 			}
-			c.log = name
-			if op != "" && !c.key.Allows(op, name) {
-				writeError(w, r, s.cfg.Logger, newHTTPError(http.StatusForbidden, api.CodeForbidden, "this key may not %s log %q", op, name))
-				return
-			}
+			writeError(sw, r, s.cfg.Logger, err)
+			return
 		}
-		if err := fn(w, r, c); err != nil {
-			writeError(w, r, s.cfg.Logger, err)
+		if r.Method == http.MethodGet && sw.status < 300 {
+			s.recordAccess(r, c.key.ID, sw.status, "")
 		}
 	})
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // targetURI reconstructs the absolute URI the client signed.
@@ -58,10 +117,20 @@ func targetURI(r *http.Request) string {
 	return scheme + "://" + r.Host + r.URL.RequestURI()
 }
 
-// authenticate reads the (bounded) body and checks the request's RFC 9421
-// signature. Every failure is the same 401 to the client; the reason is
-// logged.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*call, error) {
+func remoteAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+// authenticate reads the (bounded) body, identifies the key (RFC 9421
+// signature, or a bearer token for keys made for it) and checks that it is
+// valid now, allowed from this address, allowed op on the {log} and within
+// its rate.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, op string) (*call, *refusal) {
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		var err error
@@ -69,46 +138,175 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*call, er
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				return nil, newHTTPError(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "request body over %d bytes", api.MaxBodySize)
+				rf := s.refuse(http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body over %d bytes", api.MaxBodySize))
+				rf.client = newHTTPError(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "request body over %d bytes", api.MaxBodySize)
+				return nil, rf
 			}
-			return nil, errBadRequest("reading request body: %v", err)
+			return nil, s.refuse(http.StatusBadRequest, "", "reading request body: "+err.Error())
 		}
-	}
-	refuse := func(reason error) (*call, error) {
-		s.cfg.Logger.Info("authentication refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", reason.Error())
-		return nil, errUnauthorized
-	}
-	sig, err := httpsig.Parse(r, targetURI(r))
-	if err != nil {
-		if errors.Is(err, httpsig.ErrMissing) {
-			s.cfg.Logger.Info("authentication refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "unsigned")
-			return nil, newHTTPError(http.StatusUnauthorized, api.CodeUnauthorized, "the request is not signed: sign it with a provisioning key (RFC 9421; the vellum CLI and Go SDK do this)")
-		}
-		return refuse(err)
 	}
 	now := s.cfg.Now()
-	if err := s.policy.Check(sig, len(body) > 0, now); err != nil {
-		return refuse(err)
-	}
-	key, err := s.cfg.Registry.Get(sig.KeyID)
-	if err != nil {
-		return refuse(fmt.Errorf("key %q: %w", sig.KeyID, err))
-	}
-	if err := key.ActiveAt(now); err != nil {
-		return refuse(fmt.Errorf("key %q: %w", sig.KeyID, err))
-	}
-	if err := sig.Verify(key.PublicKey); err != nil {
-		return refuse(fmt.Errorf("key %q: %w", sig.KeyID, err))
-	}
-	if digest := strings.Join(r.Header.Values("Content-Digest"), ", "); len(body) > 0 || digest != "" {
-		if err := httpsig.VerifyContentDigest(digest, body); err != nil {
-			return refuse(fmt.Errorf("key %q: %w", sig.KeyID, err))
+	c := &call{body: body, remote: remoteAddr(r)}
+	var keyID string
+	if authz := r.Header.Get("Authorization"); authz != "" {
+		scheme, tokStr, _ := strings.Cut(authz, " ")
+		if !strings.EqualFold(scheme, "Bearer") {
+			return nil, s.refuse(http.StatusUnauthorized, "", "unsupported Authorization scheme")
 		}
+		tok, err := keys.ParseToken(tokStr)
+		if err != nil {
+			return nil, s.refuse(http.StatusUnauthorized, "", "malformed bearer token")
+		}
+		keyID = tok.ID()
+		k, err := s.cfg.Registry.At(keyID, now)
+		if err != nil {
+			return nil, s.refuse(http.StatusUnauthorized, keyID, "unknown key")
+		}
+		if !k.CheckBearer(tok.BearerVerifier()) {
+			return nil, s.refuse(http.StatusUnauthorized, keyID, "bearer token presented for a key without bearer mode, or not matching it")
+		}
+		c.key, c.auth = k, entry.AuthBearer
+	} else {
+		sig, err := httpsig.Parse(r, targetURI(r))
+		if err != nil {
+			if errors.Is(err, httpsig.ErrMissing) {
+				rf := s.refuse(http.StatusUnauthorized, "", "unsigned request")
+				rf.client = newHTTPError(http.StatusUnauthorized, api.CodeUnauthorized, "the request is not signed: sign it with a provisioning key (RFC 9421; the vellum CLI and Go SDK do this)")
+				return nil, rf
+			}
+			return nil, s.refuse(http.StatusUnauthorized, "", "malformed signature: "+err.Error())
+		}
+		keyID = sig.KeyID
+		if !keys.ValidKeyID(keyID) {
+			return nil, s.refuse(http.StatusUnauthorized, "", "malformed key id")
+		}
+		if err := s.policy.Check(sig, len(body) > 0, now); err != nil {
+			return nil, s.refuse(http.StatusUnauthorized, keyID, err.Error())
+		}
+		k, err := s.cfg.Registry.At(keyID, now)
+		if err != nil {
+			return nil, s.refuse(http.StatusUnauthorized, keyID, "unknown key")
+		}
+		if err := sig.Verify(k.PublicKey); err != nil {
+			return nil, s.refuse(http.StatusUnauthorized, keyID, "forged: "+err.Error())
+		}
+		if digest := strings.Join(r.Header.Values("Content-Digest"), ", "); len(body) > 0 || digest != "" {
+			if err := httpsig.VerifyContentDigest(digest, body); err != nil {
+				return nil, s.refuse(http.StatusUnauthorized, keyID, err.Error())
+			}
+		}
+		// The nonce is recorded only for a verified signature, so that a
+		// forged request cannot burn a legitimate client's nonce.
+		if err := s.nonces.Check(sig.KeyID, sig.Nonce, sig.Created, now); err != nil {
+			return nil, s.refuse(http.StatusUnauthorized, keyID, "replay: "+err.Error())
+		}
+		c.key, c.auth = k, entry.AuthSignature
 	}
-	// The nonce is recorded last, so that a forged request cannot burn a
-	// legitimate client's nonce.
-	if err := s.nonces.Check(sig.KeyID, sig.Nonce, sig.Created, now); err != nil {
-		return refuse(fmt.Errorf("key %q: %w", sig.KeyID, err))
+	if err := c.key.ActiveAt(now); err != nil {
+		return nil, s.refuse(http.StatusUnauthorized, keyID, err.Error())
 	}
-	return &call{key: key, auth: entry.AuthSignature, body: body}, nil
+	if !c.key.AllowsAddr(c.remote) {
+		return nil, s.refuse(http.StatusForbidden, keyID, fmt.Sprintf("source address %s is outside the key's CIDRs", c.remote))
+	}
+	if name := r.PathValue("log"); name != "" {
+		if !api.ValidLogName(name) && !api.Reserved(name) {
+			rf := s.refuse(http.StatusBadRequest, keyID, "invalid log name")
+			rf.client = newHTTPError(http.StatusBadRequest, api.CodeBadRequest, "invalid log name %q: use 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", name)
+			return nil, rf
+		}
+		c.log = name
+		if op != "" && !c.key.Allows(op, name) {
+			return nil, s.refuse(http.StatusForbidden, keyID, fmt.Sprintf("scope: may not %s log %q", op, name))
+		}
+	} else if op == keys.OpAdmin && !c.key.IsAdmin() {
+		return nil, s.refuse(http.StatusForbidden, keyID, "scope: not an admin key")
+	}
+	if wait, ok := s.limiter.allow(c.key, now); !ok {
+		rf := s.refuse(http.StatusTooManyRequests, keyID, "rate limit "+c.key.Rate)
+		rf.client.msg = fmt.Sprintf("this key is over its rate limit (%s); retry in %s", c.key.Rate, wait.Round(time.Millisecond))
+		return nil, rf
+	}
+	s.lastUsed.Store(keyID, now)
+	return c, nil
+}
+
+// limiter holds one token bucket per rate-limited key.
+type limiter struct {
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	rate   float64 // tokens per second
+	burst  float64
+	tokens float64
+	last   time.Time
+	spec   string
+}
+
+func (l *limiter) allow(k *keys.Key, now time.Time) (time.Duration, bool) {
+	if k.Rate == "" {
+		return 0, true
+	}
+	rate, burst, err := keys.ParseRate(k.Rate)
+	if err != nil || rate <= 0 {
+		return 0, true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buckets == nil {
+		l.buckets = map[string]*bucket{}
+	}
+	b := l.buckets[k.ID]
+	if b == nil || b.spec != k.Rate {
+		b = &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now, spec: k.Rate}
+		l.buckets[k.ID] = b
+	}
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) / b.rate * float64(time.Second)), false
+	}
+	b.tokens--
+	return 0, true
+}
+
+// recordAccess appends a record of a read or a refusal to _access, signed
+// by the server. It waits for the record to be durable: a read is answered
+// only once it is on the record. Failures are logged, never hidden.
+func (s *Server) recordAccess(r *http.Request, keyID string, status int, reason string) {
+	action, outcome := "access.read", "success"
+	if status >= 400 {
+		action, outcome = "access.refused", "failure"
+	}
+	actor := api.Actor{ID: keyID, Type: "key", IP: remoteAddr(r).String()}
+	if keyID == "" {
+		actor = api.Actor{ID: "anonymous", Type: "anonymous", IP: actor.IP}
+	}
+	md := map[string]any{"method": r.Method, "path": r.URL.Path, "status": status}
+	if r.URL.RawQuery != "" && len(r.URL.RawQuery) < 1024 {
+		md["query"] = r.URL.RawQuery
+	}
+	if reason != "" {
+		md["reason"] = reason
+	}
+	var targets []api.Target
+	if l := r.PathValue("log"); l != "" && len(l) <= 63 {
+		targets = []api.Target{{ID: sanitize(l), Type: "log"}}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.serverEvent(ctx, api.AccessLog, action, actor, targets, outcome, md); err != nil {
+		s.cfg.Logger.Error("recording access", "action", action, "key", keyID, "err", err)
+	}
+}
+
+// sanitize keeps a string printable for the record.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }

@@ -104,35 +104,48 @@ func (s *Server) createLog(w http.ResponseWriter, r *http.Request, c *call) erro
 	return nil
 }
 
-// systemEvent appends an event the server attests to _system, signed with
-// the server's key.
+// systemEvent appends an event the server attests to _system.
 func (s *Server) systemEvent(ctx context.Context, action, actorKey string, target api.Target, metadata any) error {
+	return s.serverEvent(ctx, api.SystemLog, action, api.Actor{ID: actorKey, Type: "key"}, []api.Target{target}, "success", metadata)
+}
+
+// serverEvent appends an event the server writes itself (to _system or
+// _access), signed with the server's key. It returns the entry bytes.
+func (s *Server) serverEvent(ctx context.Context, log, action string, actor api.Actor, targets []api.Target, outcome string, metadata any) error {
+	_, err := s.serverEntry(ctx, log, action, actor, targets, outcome, metadata)
+	return err
+}
+
+func (s *Server) serverEntry(ctx context.Context, log, action string, actor api.Actor, targets []api.Target, outcome string, metadata any) ([]byte, error) {
 	ev := api.Event{
 		Time:    s.cfg.Now().UTC().Format("2006-01-02T15:04:05.000000Z"),
 		Action:  action,
-		Actor:   api.Actor{ID: actorKey, Type: "key"},
-		Targets: []api.Target{target},
-		Outcome: "success",
+		Actor:   actor,
+		Targets: targets,
+		Outcome: outcome,
 		Source:  "vellum-server",
 	}
 	if metadata != nil {
 		m, err := json.Marshal(metadata)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ev.Metadata = m
 	}
 	raw, err := json.Marshal(ev)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pe, err := entry.ParseEvent(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sig := ed25519.Sign(s.cfg.ServerKey, entry.Message(api.SystemLog, pe.Canonical))
-	_, err = s.cfg.Ledger.Append(ctx, api.SystemLog, []ledger.Submitted{{Event: pe, KeyID: entry.ServerKeyID, Auth: entry.AuthServer, Sig: sig}})
-	return err
+	sig := ed25519.Sign(s.cfg.ServerKey, entry.Message(log, pe.Canonical))
+	rs, err := s.cfg.Ledger.Append(ctx, log, []ledger.Submitted{{Event: pe, KeyID: entry.ServerKeyID, Auth: entry.AuthServer, Sig: sig}})
+	if err != nil {
+		return nil, err
+	}
+	return rs[0].Entry, nil
 }
 
 func (s *Server) getLog(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -147,7 +160,7 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request, c *call) error {
 // parseAppend decodes an append body strictly: unknown or duplicate fields
 // are refused at every level, and each event is validated and
 // canonicalised.
-func parseAppend(body []byte) ([]ledger.Submitted, error) {
+func parseAppend(body []byte, bearer bool) ([]ledger.Submitted, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errBadRequest(`empty body: send {"events": [{"event": {...}, "key_id": "...", "sig": "..."}]}`)
 	}
@@ -189,7 +202,7 @@ func parseAppend(body []byte) ([]ledger.Submitted, error) {
 			if i >= api.MaxBatch {
 				return nil, newHTTPError(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "more than %d events in one request", api.MaxBatch)
 			}
-			se, err := parseSigned(dec, i)
+			se, err := parseSigned(dec, i, bearer)
 			if err != nil {
 				return nil, err
 			}
@@ -211,7 +224,7 @@ func parseAppend(body []byte) ([]ledger.Submitted, error) {
 	return out, nil
 }
 
-func parseSigned(dec *json.Decoder, i int) (ledger.Submitted, error) {
+func parseSigned(dec *json.Decoder, i int, bearer bool) (ledger.Submitted, error) {
 	bad := func(format string, args ...any) error {
 		he := newHTTPError(http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf("event %d: ", i)+format, args...)
 		he.index = &i
@@ -254,8 +267,8 @@ func parseSigned(dec *json.Decoder, i int) (ledger.Submitted, error) {
 	if _, err := dec.Token(); err != nil {
 		return ledger.Submitted{}, bad("%v", err)
 	}
-	if raw == nil || keyID == "" || sig == "" {
-		return ledger.Submitted{}, bad(`"event", "key_id" and "sig" are all required`)
+	if raw == nil || (sig == "" && !bearer) {
+		return ledger.Submitted{}, bad(`"event" and "sig" are required ("sig" may be left out only by keys in bearer mode)`)
 	}
 	ev, err := entry.ParseEvent(raw)
 	if err != nil {
@@ -263,9 +276,12 @@ func parseSigned(dec *json.Decoder, i int) (ledger.Submitted, error) {
 		he.index = &i
 		return ledger.Submitted{}, he
 	}
-	sb, err := base64.StdEncoding.Strict().DecodeString(sig)
-	if err != nil || len(sb) != ed25519.SignatureSize {
-		return ledger.Submitted{}, bad(`"sig" must be a base64 Ed25519 signature (64 bytes)`)
+	var sb []byte
+	if sig != "" {
+		sb, err = base64.StdEncoding.Strict().DecodeString(sig)
+		if err != nil || len(sb) != ed25519.SignatureSize {
+			return ledger.Submitted{}, bad(`"sig" must be a base64 Ed25519 signature (64 bytes)`)
+		}
 	}
 	return ledger.Submitted{Event: ev, KeyID: keyID, Sig: sb}, nil
 }
@@ -277,23 +293,31 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *call) 
 	if err := requireJSON(r); err != nil {
 		return err
 	}
-	events, err := parseAppend(c.body)
+	events, err := parseAppend(c.body, c.auth == entry.AuthBearer)
 	if err != nil {
 		return err
 	}
 	for i := range events {
+		if events[i].KeyID == "" {
+			events[i].KeyID = c.key.ID
+		}
 		if events[i].KeyID != c.key.ID {
 			he := newHTTPError(http.StatusForbidden, api.CodeForbidden, "event %d is signed by key %q but the request by key %q: a key appends only its own events", i, events[i].KeyID, c.key.ID)
 			he.index = &i
 			return he
 		}
 		events[i].Auth = c.auth
+		if events[i].Sig == nil {
+			// A bearer client that cannot sign: the server attests the event.
+			events[i].Sig = ed25519.Sign(s.cfg.ServerKey, entry.Message(c.log, events[i].Event.Canonical))
+			events[i].ServerSigned = true
+		}
 	}
 	receipts, err := s.cfg.Ledger.Append(r.Context(), c.log, events)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.AppendResponse{Receipts: receipts})
+	writeReceipts(w, receipts)
 	return nil
 }
 

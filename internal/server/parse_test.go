@@ -117,6 +117,7 @@ func TestParseAppend(t *testing.T) {
 		{"unknown event field", one(`"event":` + ev + `,"key_id":"k","sig":"` + sig + `","x":1`), false, "unknown field"},
 		{"duplicate sig", one(`"event":` + ev + `,"key_id":"k","sig":"` + sig + `","sig":"` + sig + `"`), false, "duplicate field"},
 		{"missing sig", one(`"event":` + ev + `,"key_id":"k"`), false, "required"},
+		{"missing event", one(`"key_id":"k","sig":"` + sig + `"`), false, "required"},
 		{"short sig", one(`"event":` + ev + `,"key_id":"k","sig":"AAAA"`), false, "64 bytes"},
 		{"invalid event", one(`"event":{"action":"a"},"key_id":"k","sig":"` + sig + `"`), false, "actor.id"},
 		{"trailing", one(`"event":`+ev+`,"key_id":"k","sig":"`+sig+`"`) + `{}`, false, "trailing"},
@@ -124,7 +125,7 @@ func TestParseAppend(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			evs, err := parseAppend([]byte(c.body))
+			evs, err := parseAppend([]byte(c.body), false)
 			if c.ok {
 				if err != nil || len(evs) != 1 {
 					t.Fatalf("got %v, %v", evs, err)
@@ -148,7 +149,7 @@ func FuzzParseAppend(f *testing.F) {
 	f.Add([]byte(`{"events":[{"event":{"action":"a","actor":{"id":"b"},"metadata":{"x":[1,{"y":null}]}},"key_id":"k","sig":"` + sig + `"}],"events":[]}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		evs, err := parseAppend(body)
+		evs, err := parseAppend(body, false)
 		if err != nil {
 			var he *httpError
 			if !errors.As(err, &he) || he.status < 400 || he.status >= 500 {
@@ -160,7 +161,7 @@ func FuzzParseAppend(f *testing.F) {
 			t.Fatal("success with no events")
 		}
 		for _, e := range evs {
-			if e.Event == nil || len(e.Sig) != 64 || e.KeyID == "" {
+			if e.Event == nil || len(e.Sig) != 64 {
 				t.Fatal("incomplete event accepted")
 			}
 		}

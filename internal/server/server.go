@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/vellum-audit/vellum/api"
@@ -36,14 +37,19 @@ type Config struct {
 	Version      string
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Refold rebuilds Registry from _system (used if they ever diverge).
+	Refold func(context.Context) error
 }
 
 // Server serves HTTP API v1.
 type Server struct {
-	cfg    Config
-	nonces *httpsig.NonceCache
-	policy httpsig.Policy
-	mux    *http.ServeMux
+	cfg      Config
+	nonces   *httpsig.NonceCache
+	policy   httpsig.Policy
+	mux      *http.ServeMux
+	limiter  limiter
+	lastUsed sync.Map   // key id → time.Time of its last authenticated request
+	keysMu   sync.Mutex // serialises key lifecycle changes (check, append, fold)
 }
 
 // New returns a Server.
@@ -74,7 +80,10 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.handle("GET /v1/server", "", s.serverInfo)
 	s.handle("GET /v1/logs", "", s.listLogs)
-	s.handle("POST /v1/logs", "admin", s.createLog)
+	s.handle("POST /v1/logs", "", s.createLog)
+	s.handle("GET /v1/keys", "admin", s.listKeys)
+	s.handle("POST /v1/keys", "admin", s.changeKey)
+	s.handle("GET /v1/keys/{id}", "", s.getKey)
 	s.handle("GET /v1/logs/{log}", "read", s.getLog)
 	s.handle("POST /v1/logs/{log}/entries", "append", s.appendEntries)
 	s.handle("GET /v1/logs/{log}/entries", "read", s.listEntries)
@@ -143,9 +152,11 @@ func toHTTP(err error) *httpError {
 		return mk(http.StatusConflict, api.CodeConflict)
 	case errors.Is(err, store.ErrNotFound):
 		return mk(http.StatusNotFound, api.CodeNotFound)
-	case errors.Is(err, keys.ErrUnknownKey), errors.Is(err, keys.ErrKeyInactive):
-		return mk(http.StatusForbidden, api.CodeForbidden)
-	case errors.Is(err, keys.ErrScope):
+	case errors.Is(err, keys.ErrInvalidRecord):
+		return mk(http.StatusBadRequest, api.CodeInvalidEvent)
+	case errors.Is(err, keys.ErrConflict):
+		return mk(http.StatusConflict, api.CodeConflict)
+	case errors.Is(err, keys.ErrUnknownKey), errors.Is(err, keys.ErrKeyInactive), errors.Is(err, keys.ErrScope):
 		return mk(http.StatusForbidden, api.CodeForbidden)
 	case errors.Is(err, ledger.ErrOverloaded), errors.Is(err, ledger.ErrClosed):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error(), retry: true}
