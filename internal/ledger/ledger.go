@@ -209,14 +209,15 @@ func (l *Ledger) startSequencer(ctx context.Context, name string) (*sequencer, e
 		return nil, err
 	}
 	s := &sequencer{
-		l:      l,
-		log:    name,
-		origin: l.Origin(name),
-		q:      make(chan *request, 1024),
-		stop:   make(chan struct{}),
-		size:   li.Size,
-		cache:  map[int64]tlog.Hash{},
-		seqs:   map[seqKey]int64{},
+		l:       l,
+		log:     name,
+		origin:  l.Origin(name),
+		q:       make(chan *request, 1024),
+		stop:    make(chan struct{}),
+		size:    li.Size,
+		cache:   map[int64]tlog.Hash{},
+		changed: make(chan struct{}),
+		seqs:    map[seqKey]int64{},
 	}
 	if err := s.load(ctx); err != nil {
 		return nil, err
@@ -239,6 +240,19 @@ func (l *Ledger) Checkpoint(ctx context.Context, log string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.checkpoint, nil
+}
+
+// Size returns the size of log's latest checkpoint and a channel that is
+// closed at the next commit to log. Waiting on it never slows the
+// sequencer: a tail that falls behind reads the entries from storage.
+func (l *Ledger) Size(ctx context.Context, log string) (int64, <-chan struct{}, error) {
+	s, err := l.sequencer(ctx, log)
+	if err != nil {
+		return 0, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size, s.changed, nil
 }
 
 // Append verifies and records events in log, all or nothing, and returns a

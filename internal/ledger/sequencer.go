@@ -38,7 +38,8 @@ type sequencer struct {
 
 	pending atomic.Int64 // events queued, bounded by Config.QueueLimit
 
-	mu         sync.Mutex // guards size, checkpoint for readers
+	mu         sync.Mutex    // guards size, checkpoint, changed for readers
+	changed    chan struct{} // closed (and replaced) after every commit
 	size       int64
 	root       tlog.Hash
 	checkpoint []byte
@@ -165,7 +166,7 @@ type roundState struct {
 	// when prefetchIDs read them all; nil means look each one up.
 	stored map[idKey]seen
 
-	lastLeaf, root tlog.Hash // after build
+	lastLeaf, root tlog.Hash           // after build
 	frontier       map[int64]tlog.Hash // after build: the edge subtree hashes, before and after the round
 }
 
@@ -231,6 +232,8 @@ func (s *sequencer) commit(round []*request) {
 		}
 		s.mu.Lock()
 		s.size, s.checkpoint, s.root = newSize, cp, rs.root
+		close(s.changed) // wake every waiter (tails); never blocks
+		s.changed = make(chan struct{})
 		s.mu.Unlock()
 		s.prevLeaf = rs.lastLeaf
 		s.cache = written

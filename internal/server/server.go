@@ -92,6 +92,8 @@ func (s *Server) routes() {
 	s.handle("GET /v1/logs/{log}/proof/inclusion", "read", s.inclusionProof)
 	s.handle("GET /v1/logs/{log}/proof/consistency", "read", s.consistencyProof)
 	s.handle("GET /v1/logs/{log}/tile/{path...}", "read", s.getTile)
+	s.tailRoutes()
+	s.exportRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.cfg.Logger, errNotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

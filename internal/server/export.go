@@ -1,0 +1,4 @@
+package server
+
+// exportRoutes registers what export bundles need.
+func (s *Server) exportRoutes() {}
