@@ -89,8 +89,14 @@ Logs and entries:
 Keys:
   keys create|list|show|rotate|revoke|update   provisioning keys (see 'vellum keys')
 
+Search and audit:
+  query       search a log (time, action, actor, target, key, outcome, source, text)
+  tail        follow a log live (Server-Sent Events), resumable
+  export      write a bundle of a range that verifies offline
+  index       rebuild the search index (server side, on its data directory)
+
 Verification:
-  verify      check a log (--full: every entry) or a receipt (--receipt FILE)
+  verify      check a log (--full: every entry), a receipt (--receipt FILE) or a bundle (--bundle FILE)
 
 Load:
   bench       load generator against a running server
@@ -135,6 +141,14 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.verify(ctx, rest)
 	case "keys":
 		return m.keys(ctx, rest)
+	case "query":
+		return m.query(ctx, rest)
+	case "tail":
+		return m.tail(ctx, rest)
+	case "export":
+		return m.export(ctx, rest)
+	case "index":
+		return m.index(ctx, rest)
 	case "bench":
 		return m.bench(ctx, rest)
 	}
