@@ -97,9 +97,11 @@ type Entry struct {
 	Proof    string          `json:"proof,omitempty"`
 }
 
-// EntryList is the answer to a range read.
+// EntryList is the answer to a range read or a search.
 type EntryList struct {
-	Entries []Entry `json:"entries"`
+	Entries    []Entry `json:"entries"`
+	NextCursor string  `json:"next_cursor,omitempty"` // search: the next page, if there may be one
+	Checkpoint string  `json:"checkpoint,omitempty"`  // search with proof: the checkpoint every proof leads to
 }
 
 // Log describes one log.

@@ -99,7 +99,7 @@ Verification:
   verify      check a log (--full: every entry), a receipt (--receipt FILE) or a bundle (--bundle FILE)
 
 Load:
-  bench       load generator against a running server
+  bench       load generator against a running server; 'bench seed' writes realistic test data
 
 Environment:
   VELLUM_URL   server URL (default http://127.0.0.1:7070)
@@ -150,6 +150,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	case "index":
 		return m.index(ctx, rest)
 	case "bench":
+		if len(rest) > 0 && rest[0] == "seed" {
+			return m.seed(ctx, rest[1:])
+		}
 		return m.bench(ctx, rest)
 	}
 	return usageError("run 'vellum help' for the list of commands", "unknown command %q", cmd)

@@ -21,6 +21,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/entry"
 )
 
@@ -49,6 +50,8 @@ type Filter struct {
 	Oldest             bool   // oldest first (default newest first)
 	Limit              int
 	After              int64 // from a cursor: continue after this index (exclusive); -1 for none
+
+	fp uint32 // fingerprint of the parameters (not cursor or limit), binds cursors to queries
 }
 
 // Params are the query parameter names a filter takes (besides cursor,
@@ -80,6 +83,13 @@ func ParseFilter(q url.Values, now time.Time, extra ...string) (Filter, error) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
+	h := fnv.New32a()
+	for _, k := range names {
+		if k != "cursor" && k != "limit" {
+			h.Write([]byte(k + "=" + q.Get(k) + "\x00"))
+		}
+	}
+	f.fp = h.Sum32()
 	var err error
 	get := q.Get
 	if f.Since, err = parseTime("since", get("since"), now); err != nil {
@@ -187,15 +197,9 @@ func Words(s string) []string {
 	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
 }
 
-// fingerprint identifies the filter a cursor belongs to.
-func (f Filter) fingerprint() uint32 {
-	g := f
-	g.Limit, g.After = 0, 0
-	b, _ := json.Marshal(g)
-	h := fnv.New32a()
-	h.Write(b)
-	return h.Sum32()
-}
+// fingerprint identifies the query a cursor belongs to: its parameters as
+// given (so "since=24h" stays the same query from page to page).
+func (f Filter) fingerprint() uint32 { return f.fp }
 
 // Cursor returns the cursor for the page after the entry at index last.
 func (f Filter) Cursor(last int64) string {
@@ -340,4 +344,24 @@ func (f Filter) Match(d Doc) bool {
 		}
 	}
 	return true
+}
+
+// DocFromEvent builds the index row of a new entry from its decoded event.
+func DocFromEvent(idx int64, received time.Time, keyID string, ev *api.Event) Doc {
+	d := Doc{Index: idx, Received: received, Action: ev.Action, Actor: ev.Actor.ID, Key: keyID, Outcome: ev.Outcome, Source: ev.Source}
+	if ev.Time != "" {
+		d.EventTime, _ = time.Parse(time.RFC3339Nano, ev.Time)
+	}
+	for _, t := range ev.Targets {
+		d.Targets = append(d.Targets, [2]string{t.ID, t.Type})
+	}
+	if len(ev.Metadata) > 0 {
+		var v any
+		if err := json.Unmarshal(ev.Metadata, &v); err == nil {
+			var sb strings.Builder
+			collectText(v, &sb)
+			d.Text = sb.String()
+		}
+	}
+	return d
 }

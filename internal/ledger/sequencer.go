@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/checkpoint"
 	"github.com/vellum-audit/vellum/internal/entry"
+	"github.com/vellum-audit/vellum/internal/index"
 	"github.com/vellum-audit/vellum/internal/store"
 )
 
@@ -49,6 +51,8 @@ type sequencer struct {
 	cache    map[int64]tlog.Hash // hashes written by the last commit
 	seqs     map[seqKey]int64    // last seq per key and source, as committed
 	broken   bool                // a failed commit left the state unknown: reload first
+
+	lastReceived time.Time // received time of the last entry
 }
 
 func (s *sequencer) load(ctx context.Context) error {
@@ -82,6 +86,15 @@ func (s *sequencer) load(ctx context.Context) error {
 			return err
 		}
 		s.prevLeaf = h[0]
+		es, err := st.ReadEntries(ctx, s.log, s.size-1, s.size)
+		if err != nil {
+			return err
+		}
+		if len(es) == 1 {
+			if e, err := entry.Parse(es[0]); err == nil {
+				s.lastReceived = e.ReceivedTime()
+			}
+		}
 	}
 	return nil
 }
@@ -166,6 +179,7 @@ type roundState struct {
 	// when prefetchIDs read them all; nil means look each one up.
 	stored map[idKey]seen
 
+	received       time.Time           // after build: the round's received time
 	lastLeaf, root tlog.Hash           // after build
 	frontier       map[int64]tlog.Hash // after build: the edge subtree hashes, before and after the round
 }
@@ -236,6 +250,9 @@ func (s *sequencer) commit(round []*request) {
 		s.changed = make(chan struct{})
 		s.mu.Unlock()
 		s.prevLeaf = rs.lastLeaf
+		if len(rs.newEvs) > 0 {
+			s.lastReceived = rs.received
+		}
 		s.cache = written
 		for id, h := range rs.frontier {
 			s.cache[id] = h
@@ -441,7 +458,14 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 
 // build makes the entries, tree hashes and signed checkpoint of the round.
 func (s *sequencer) build(ctx context.Context, rs *roundState, oldSize int64, written map[int64]tlog.Hash) ([]byte, error) {
-	received := entry.FormatReceived(s.l.cfg.Now())
+	// Received times never go backwards within a log (the search index
+	// maps time windows to index ranges): a clock step back is absorbed.
+	now := s.l.cfg.Now().UTC().Truncate(time.Microsecond)
+	if now.Before(s.lastReceived) {
+		now = s.lastReceived
+	}
+	received := entry.FormatReceived(now)
+	rs.received = now
 	r := s.memoReader(ctx, written)
 	prev := s.prevLeaf
 	rs.batch.Log = s.log
@@ -468,6 +492,7 @@ func (s *sequencer) build(ctx context.Context, rs *roundState, oldSize int64, wr
 			rs.batch.Hashes = append(rs.batch.Hashes, store.HashRow{ID: first + int64(k), Hash: h})
 		}
 		rs.batch.Entries = append(rs.batch.Entries, data)
+		rs.batch.Docs = append(rs.batch.Docs, index.DocFromEvent(idx, now, ev.KeyID, &ev.Event.Event))
 		prev = leaf
 	}
 	newSize := oldSize + int64(len(rs.newEvs))

@@ -151,6 +151,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	if err := n.CatchUpIndex(ctx, nil); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("catching up the search index: %w", err)
+	}
 	n.Server = server.New(server.Config{
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
 		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,

@@ -358,9 +358,14 @@ func (s *Server) leafHashes(ctx context.Context, log string, start, n int64) ([]
 
 func (s *Server) listEntries(w http.ResponseWriter, r *http.Request, c *call) error {
 	q := r.URL.Query()
+	_, hasStart := q["start"]
+	_, hasEnd := q["end"]
+	if !hasStart && !hasEnd {
+		return s.search(w, r, c)
+	}
 	for k := range q {
 		if k != "start" && k != "end" {
-			return errBadRequest("unknown parameter %q (use start and end)", k)
+			return errBadRequest("parameter %q does not go with start and end: a range read takes start and end only; a search takes filters (see docs/api.md)", k)
 		}
 	}
 	cur, _, err := s.current(r.Context(), c.log)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/vellum-audit/vellum/internal/index"
 )
 
 // Sentinel errors. The HTTP edge maps ErrNotFound to 404, ErrExists to 409
@@ -56,6 +58,9 @@ type Batch struct {
 	IDs        []Dedup
 	Seqs       []Dedup
 	Checkpoint []byte // signed checkpoint at the new size
+	// Docs are the search index rows of the entries (one per entry, same
+	// order). They are a projection, committed with the entries.
+	Docs []index.Doc
 }
 
 // Store is a storage backend.
@@ -80,6 +85,17 @@ type Store interface {
 	LastSeq(ctx context.Context, log, keyID, source string) (int64, bool, error)
 	// Append commits b atomically and durably.
 	Append(ctx context.Context, b *Batch) error
+	// Search returns the indexes of the entries of log below size that
+	// match f, in f's order, at most f.Limit of them, and whether more may
+	// follow.
+	Search(ctx context.Context, log string, f index.Filter, size int64) ([]int64, bool, error)
+	// Indexed returns how many leading entries of log the search index holds.
+	Indexed(ctx context.Context, log string) (int64, error)
+	// AddDocs adds index rows for entries already in the log (catch-up and
+	// rebuild); they must continue from Indexed.
+	AddDocs(ctx context.Context, log string, docs []index.Doc) error
+	// DropIndex empties the search index of every log (before a rebuild).
+	DropIndex(ctx context.Context) error
 	// Close releases the store.
 	Close() error
 }

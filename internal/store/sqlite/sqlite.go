@@ -105,7 +105,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("opening %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
-	for _, q := range append(schema, triggers()...) {
+	for _, q := range append(append(schema, triggers()...), searchSchema...) {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("creating schema: %w", err)
 		}
@@ -450,6 +450,9 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) error {
 		d := &b.Seqs[i]
 		return append(a, id, d.KeyID, d.Source, d.Seq, d.Index, d.EventHash[:])
 	}); err != nil {
+		return err
+	}
+	if err := insertDocs(ctx, tx, id, b.Docs); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(log, size, note) VALUES (?, ?, ?)`, id, b.OldSize+int64(len(b.Entries)), b.Checkpoint); err != nil {
