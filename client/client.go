@@ -197,7 +197,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			temporary = false
 		}
-		if !temporary || attempt >= c.retries {
+		if !temporary || attempt >= c.retries || (ae != nil && ae.RetryAfter > 30*time.Second) {
 			return lastErr
 		}
 		wait := time.Duration(100<<attempt) * time.Millisecond
@@ -225,7 +225,7 @@ func (c *Client) once(ctx context.Context, method, path string, q url.Values, bo
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.bearer {
-		req.Header.Set("Authorization", "Bearer "+c.tok.Encode())
+		req.Header.Set("Authorization", "Bearer "+c.tok.BearerCredential())
 	} else if err := httpsig.Sign(req, body, c.tok.ID(), c.tok.SigningKey(), time.Now()); err != nil {
 		return err
 	}

@@ -35,6 +35,9 @@ type KeyOptions struct {
 // shown once, never stored by the server) and the server's description.
 type NewKey struct {
 	Token   string
+	// BearerCredential, for keys created with Bearer, is what goes in
+	// "Authorization: Bearer …" (it does not contain the signing secret).
+	BearerCredential string
 	Key     api.Key
 	Receipt api.Receipt
 }
@@ -123,6 +126,9 @@ func (c *Client) CreateKey(ctx context.Context, o KeyOptions) (NewKey, error) {
 	nk := NewKey{Key: kc.Key, Receipt: kc.Receipt}
 	if tok != nil {
 		nk.Token = tok.Encode()
+		if sp.Bearer {
+			nk.BearerCredential = tok.BearerCredential()
+		}
 	}
 	return nk, nil
 }
@@ -156,7 +162,11 @@ func (c *Client) RotateKey(ctx context.Context, id string, overlap time.Duration
 	if err != nil {
 		return NewKey{}, err
 	}
-	return NewKey{Token: tok.Encode(), Key: kc.Key, Receipt: kc.Receipt}, nil
+	nk := NewKey{Token: tok.Encode(), Key: kc.Key, Receipt: kc.Receipt}
+	if sp.Bearer {
+		nk.BearerCredential = tok.BearerCredential()
+	}
+	return nk, nil
 }
 
 // RevokeKey revokes key id at once, with a reason recorded in _system.

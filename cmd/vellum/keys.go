@@ -311,13 +311,24 @@ func (m *Main) showNewKey(nk client.NewKey, out string, asJSON bool) error {
 		if err := writeTokenFile(out, nk.Token); err != nil {
 			return err
 		}
+		if nk.BearerCredential != "" {
+			if err := writeTokenFile(out+".bearer", nk.BearerCredential); err != nil {
+				return err
+			}
+		}
 	}
 	if asJSON {
 		v := map[string]any{"key": nk.Key, "system_index": nk.Receipt.Index}
 		if out == "" && nk.Token != "" {
 			v["token"] = nk.Token
+			if nk.BearerCredential != "" {
+				v["bearer_credential"] = nk.BearerCredential
+			}
 		} else if out != "" {
 			v["token_file"] = out
+			if nk.BearerCredential != "" {
+				v["bearer_credential_file"] = out + ".bearer"
+			}
 		}
 		return m.printJSON(v)
 	}
@@ -326,9 +337,16 @@ func (m *Main) showNewKey(nk client.NewKey, out string, asJSON bool) error {
 		fmt.Fprintf(m.Stdout, "registered key %s (%s)\n", nk.Key.ID, nk.Key.Name)
 	case out != "":
 		fmt.Fprintf(m.Stdout, "key %s (%s): token written to %s (mode 0600)\n", nk.Key.ID, nk.Key.Name, out)
+		if nk.BearerCredential != "" {
+			fmt.Fprintf(m.Stdout, "bearer credential (for Authorization: Bearer) written to %s.bearer (mode 0600)\n", out)
+		}
 	default:
 		fmt.Fprintf(m.Stderr, "vellum: key %s (%s) created; its token is shown once, below; the server keeps only the public key\n", nk.Key.ID, nk.Key.Name)
 		fmt.Fprintln(m.Stdout, nk.Token)
+		if nk.BearerCredential != "" {
+			fmt.Fprintf(m.Stderr, "vellum: bearer credential, for tools that can only send \"Authorization: Bearer\" (no signing secret in it):\n")
+			fmt.Fprintln(m.Stdout, nk.BearerCredential)
+		}
 	}
 	return nil
 }

@@ -68,10 +68,12 @@ var roleOps = map[string]map[string]bool{
 	"":          {OpAppend: true, OpRead: true},
 }
 
-// Errors. The HTTP edge maps ErrUnknownKey and ErrKeyInactive to 401,
-// ErrScope to 403 and ErrInvalidRecord and ErrConflict to 400 and 409.
+// Errors. Authentication answers 401 for an unknown or inactive key; after
+// it, the HTTP edge maps ErrUnknownKey, ErrKeyInactive and ErrScope to 403,
+// ErrNoSuchKey to 404, ErrInvalidRecord to 400 and ErrConflict to 409.
 var (
 	ErrUnknownKey    = errors.New("unknown key")
+	ErrNoSuchKey     = errors.New("no such key")
 	ErrKeyInactive   = errors.New("key is not valid at this time")
 	ErrScope         = errors.New("key is not allowed to do this")
 	ErrInvalidRecord = errors.New("invalid key record")
@@ -129,6 +131,7 @@ type Key struct {
 	Created        time.Time `json:"created"`          // received time of its create or rotate entry
 	CreatedBy      string    `json:"created_by"`       // key that signed that entry
 	Revoked        time.Time `json:"revoked,omitzero"` // received time of its revoke entry
+	Suspended      bool      `json:"-"`                // a revocation or update is being recorded (live server only)
 	RevokeReason   string    `json:"revoke_reason,omitempty"`
 	RotatedTo      string    `json:"rotated_to,omitempty"`
 	ExpiryRecorded bool      `json:"expiry_recorded,omitempty"`
@@ -151,6 +154,9 @@ func (k *Key) Status(t time.Time) string {
 
 // ActiveAt returns nil if k may act at t, or why not (wrapping ErrKeyInactive).
 func (k *Key) ActiveAt(t time.Time) error {
+	if k.Suspended {
+		return fmt.Errorf("%w: a change to this key is being recorded", ErrKeyInactive)
+	}
 	switch k.Status(t) {
 	case "revoked":
 		return fmt.Errorf("%w: revoked at %s (%s)", ErrKeyInactive, k.Revoked.UTC().Format(time.RFC3339), k.RevokeReason)
@@ -392,8 +398,33 @@ func (ks *keyState) at(t time.Time) Key {
 // Registry is the set of keys with their history: the fold of the _system
 // log's lifecycle entries. It is safe for concurrent use.
 type Registry struct {
-	mu   sync.RWMutex
-	keys map[string]*keyState
+	mu        sync.RWMutex
+	keys      map[string]*keyState
+	suspended map[string]int // live server only: keys refused while a change to them is recorded
+}
+
+// Suspend refuses key id from now until Resume: the server calls it before
+// it records a revocation or an update of the key, so that no entry can be
+// admitted between the change's received time and its application. It is
+// not part of the fold.
+func (r *Registry) Suspend(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.suspended == nil {
+		r.suspended = map[string]int{}
+	}
+	r.suspended[id]++
+}
+
+// Resume undoes one Suspend.
+func (r *Registry) Resume(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.suspended[id] <= 1 {
+		delete(r.suspended, id)
+	} else {
+		r.suspended[id]--
+	}
 }
 
 // NewRegistry returns an empty registry.
@@ -421,6 +452,7 @@ func (r *Registry) At(id string, t time.Time) (*Key, error) {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownKey, id)
 	}
 	k := ks.at(t)
+	k.Suspended = r.suspended[id] > 0
 	return &k, nil
 }
 
@@ -554,7 +586,7 @@ func (r *Registry) plan(ev Event) (func(), error) {
 		}
 		old, ok := r.keys[spec.RotatedFrom]
 		if !ok {
-			return nil, fmt.Errorf("%w: rotated_from %q", ErrUnknownKey, spec.RotatedFrom)
+			return nil, fmt.Errorf("%w: rotated_from %q", ErrNoSuchKey, spec.RotatedFrom)
 		}
 		ok2 := old.at(t)
 		if err := ok2.ActiveAt(t); err != nil {
@@ -569,8 +601,12 @@ func (r *Registry) plan(ev Event) (func(), error) {
 		if !sameStrings(spec.Scopes, ok2.Scopes) || spec.Role != ok2.Role {
 			return nil, fmt.Errorf("%w: a successor keeps the role and scopes of the key it replaces", ErrInvalidRecord)
 		}
-		if rec.OldExpires.IsZero() || rec.OldExpires.Before(t.Add(-time.Second)) {
-			return nil, fmt.Errorf("%w: old_expires must be the end of the overlap, not in the past", ErrInvalidRecord)
+		if rec.OldExpires.IsZero() {
+			return nil, fmt.Errorf("%w: old_expires (the end of the overlap) is required", ErrInvalidRecord)
+		}
+		if rec.OldExpires.Before(t) {
+			// The old key was admitted up to this entry: it cannot have expired before it.
+			rec.OldExpires = t
 		}
 		if !ok2.Expires.IsZero() && rec.OldExpires.After(ok2.Expires) {
 			rec.OldExpires = ok2.Expires
@@ -589,7 +625,7 @@ func (r *Registry) plan(ev Event) (func(), error) {
 		}
 		ks, ok := r.keys[rec.KeyID]
 		if !ok {
-			return nil, fmt.Errorf("%w: %s", ErrUnknownKey, rec.KeyID)
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchKey, rec.KeyID)
 		}
 		cur := ks.at(t)
 		if !ks.revoked.IsZero() {
@@ -629,7 +665,7 @@ func (r *Registry) plan(ev Event) (func(), error) {
 		}
 		ks, ok := r.keys[rec.KeyID]
 		if !ok {
-			return nil, fmt.Errorf("%w: %s", ErrUnknownKey, rec.KeyID)
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchKey, rec.KeyID)
 		}
 		if !ks.revoked.IsZero() {
 			return nil, fmt.Errorf("%w: key %s was already revoked", ErrConflict, rec.KeyID)
@@ -642,7 +678,7 @@ func (r *Registry) plan(ev Event) (func(), error) {
 		}
 		ks, ok := r.keys[rec.KeyID]
 		if !ok {
-			return nil, fmt.Errorf("%w: %s", ErrUnknownKey, rec.KeyID)
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchKey, rec.KeyID)
 		}
 		k := ks.at(t)
 		if k.Expires.IsZero() || t.Before(k.Expires) || ks.expRec {

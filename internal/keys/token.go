@@ -182,3 +182,46 @@ func BearerHash(verifier []byte) [32]byte { return sha256.Sum256(verifier) }
 
 // ValidKeyID reports whether s has the form of a key id.
 func ValidKeyID(s string) bool { return len(s) == keyIDHexLen && isLowerHex(s) }
+
+// BearerPrefix starts every bearer credential.
+const BearerPrefix = "vlmb_"
+
+// BearerCredential is what a bearer-mode client sends in
+// "Authorization: Bearer …": the key id and the bearer verifier, with a
+// checksum. It is derived from the token but does not contain the secret,
+// so a server or proxy that sees it cannot sign as the key.
+func (t *Token) BearerCredential() string {
+	v := t.BearerVerifier()
+	raw := make([]byte, len(v)+4)
+	copy(raw, v)
+	binary.BigEndian.PutUint32(raw[len(v):], bearerChecksum(t.id, v))
+	return BearerPrefix + t.id + "_" + b32.EncodeToString(raw)
+}
+
+func bearerChecksum(id string, v []byte) uint32 {
+	h := crc32.NewIEEE()
+	h.Write([]byte(BearerPrefix))
+	h.Write([]byte(id))
+	h.Write(v)
+	return h.Sum32()
+}
+
+// ParseBearer parses a bearer credential into the key id and verifier.
+func ParseBearer(s string) (id string, verifier []byte, err error) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(s), BearerPrefix)
+	if !ok {
+		return "", nil, fmt.Errorf("%w: a bearer credential starts with %q", ErrMalformedToken, BearerPrefix)
+	}
+	id, body, ok := strings.Cut(rest, "_")
+	if !ok || !ValidKeyID(id) {
+		return "", nil, fmt.Errorf("%w: bad key id part", ErrMalformedToken)
+	}
+	raw, err := b32.DecodeString(body)
+	if err != nil || len(raw) != 36 || b32.EncodeToString(raw) != body {
+		return "", nil, fmt.Errorf("%w: bad verifier part", ErrMalformedToken)
+	}
+	if bearerChecksum(id, raw[:32]) != binary.BigEndian.Uint32(raw[32:]) {
+		return "", nil, fmt.Errorf("%w: checksum mismatch", ErrMalformedToken)
+	}
+	return id, raw[:32], nil
+}

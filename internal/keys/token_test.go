@@ -101,3 +101,32 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+func TestBearerCredential(t *testing.T) {
+	tok, _ := NewToken()
+	cred := tok.BearerCredential()
+	if strings.Contains(cred, tok.Encode()[len(TokenPrefix)+17:]) {
+		t.Fatal("bearer credential contains the secret")
+	}
+	id, v, err := ParseBearer(cred)
+	if err != nil || id != tok.ID() || !bytes.Equal(v, tok.BearerVerifier()) {
+		t.Fatalf("%v", err)
+	}
+	for _, bad := range []string{tok.Encode(), cred[:len(cred)-1], strings.Replace(cred, tok.ID(), "0000000000000000", 1), ""} {
+		if _, _, err := ParseBearer(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseBearer(f *testing.F) {
+	tok, _ := NewToken()
+	f.Add(tok.BearerCredential())
+	f.Add("vlmb_0123456789abcdef_AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		id, v, err := ParseBearer(s)
+		if err == nil && (!ValidKeyID(id) || len(v) != 32) {
+			t.Fatal("bad credential accepted")
+		}
+	})
+}

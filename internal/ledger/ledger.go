@@ -82,6 +82,10 @@ type Config struct {
 	Verifier     note.Verifier // its verifier
 	OriginPrefix string        // checkpoints of log L have origin OriginPrefix + "/" + L
 	Keys         KeyResolver
+	// Admit, if set, decides whether a new event may be recorded with the
+	// given received time; the sequencer calls it for every new event at
+	// its round's time. Without it, the key is resolved again at that time.
+	Admit func(log string, ev *Submitted, received time.Time) error
 	QueueLimit   int // events waiting per log before appends get ErrOverloaded (default 65536)
 	MaxRound     int // events per commit at most (default 8192)
 	Logger       *slog.Logger
@@ -374,6 +378,14 @@ func (l *Ledger) verifyAll(log string, events []Submitted) error {
 		return first
 	}
 	return nil
+}
+
+func (l *Ledger) admit(log string, ev *Submitted, t time.Time) error {
+	if l.cfg.Admit != nil {
+		return l.cfg.Admit(log, ev, t)
+	}
+	_, err := l.cfg.Keys(ev.KeyID, log, t)
+	return err
 }
 
 // Prove returns the inclusion proof of index in the tree of size, and the

@@ -202,6 +202,15 @@ func (s *sequencer) commit(round []*request) {
 		s.broken = false
 	}
 	rs := &roundState{ids: map[idKey]seen{}, exact: map[seqExact]seen{}, lastSeq: map[seqKey]int64{}}
+	// The round's received time is fixed before anything is decided, and
+	// every new event is admitted at that time: a key that expires or is
+	// revoked while requests wait cannot sign an entry stamped after it.
+	// Received times never go backwards within a log (the search index maps
+	// time windows to index ranges): a clock step back is absorbed.
+	rs.received = s.l.cfg.Now().UTC().Truncate(time.Microsecond)
+	if rs.received.Before(s.lastReceived) {
+		rs.received = s.lastReceived
+	}
 	s.prefetchIDs(ctx, round, rs)
 	rs.slots = make([][]slot, len(round))
 	accepted := make([]bool, len(round))
@@ -429,6 +438,9 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 			slots[i] = slot{index: dupOf, dup: true}
 			continue
 		}
+		if err := s.l.admit(s.log, ev, rs.received); err != nil {
+			return nil, &EventError{Index: i, Err: err}
+		}
 		idx := base + next
 		next++
 		fresh = append(fresh, ev)
@@ -458,14 +470,8 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 
 // build makes the entries, tree hashes and signed checkpoint of the round.
 func (s *sequencer) build(ctx context.Context, rs *roundState, oldSize int64, written map[int64]tlog.Hash) ([]byte, error) {
-	// Received times never go backwards within a log (the search index
-	// maps time windows to index ranges): a clock step back is absorbed.
-	now := s.l.cfg.Now().UTC().Truncate(time.Microsecond)
-	if now.Before(s.lastReceived) {
-		now = s.lastReceived
-	}
+	now := rs.received
 	received := entry.FormatReceived(now)
-	rs.received = now
 	r := s.memoReader(ctx, written)
 	prev := s.prevLeaf
 	rs.batch.Log = s.log

@@ -1137,7 +1137,11 @@ func TestBearerMode(t *testing.T) {
 	bearerReq := func(t *testing.T, method, path, token string, body []byte) (*http.Response, []byte) {
 		t.Helper()
 		req := newRequest(t, method, url+path, body)
-		req.Header.Set("Authorization", "Bearer "+token)
+		cred := token // a bearer client sends the vlmb_ credential derived from its token
+		if tk, err := keys.ParseToken(token); err == nil {
+			cred = tk.BearerCredential()
+		}
+		req.Header.Set("Authorization", "Bearer "+cred)
 		return doRequest(t, plain, req)
 	}
 	checkEntry := func(t *testing.T, data []byte, clientSigned bool) {
@@ -1234,6 +1238,16 @@ func TestBearerMode(t *testing.T) {
 				}
 			})
 		}
+		t.Run("the whole token instead of the credential", func(t *testing.T) {
+			size := logSize(t, admin, "app")
+			req := newRequest(t, http.MethodPost, url+"/v1/logs/app/entries", []byte(appendRaw))
+			req.Header.Set("Authorization", "Bearer "+bk.Token)
+			resp, b := doRequest(t, plain, req)
+			checkAPIError(t, resp, b, http.StatusUnauthorized, api.CodeUnauthorized)
+			if got := logSize(t, admin, "app"); got != size {
+				t.Errorf("app size %d, want %d", got, size)
+			}
+		})
 		t.Run("SDK WithBearer and a key without bearer mode", func(t *testing.T) {
 			c := newClientOpts(t, url, plainKey.Token, client.WithBearer(), client.WithRetries(0))
 			_, err := c.Append(ctx, "app", event("bearer.sdk", "nope"))

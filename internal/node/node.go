@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -98,6 +99,7 @@ type Node struct {
 	vkey     string
 	priv     ed25519.PrivateKey
 
+	genesis   atomic.Bool // the genesis entry is being written
 	closeOnce sync.Once
 	closeErr  error
 	stopBG    context.CancelFunc
@@ -141,7 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.Store = st
 	n.Ledger, err = ledger.New(ledger.Config{
 		Store: st, Signer: n.signer, Verifier: mustVerifier(n.vkey), OriginPrefix: n.Init.OriginPrefix,
-		Keys: n.resolve, Logger: cfg.Logger,
+		Keys: n.resolve, Admit: n.admit, Logger: cfg.Logger,
 	})
 	if err != nil {
 		st.Close()
@@ -215,6 +217,20 @@ func (n *Node) resolve(keyID, log string, t time.Time) (ed25519.PublicKey, error
 		return nil, fmt.Errorf("%w: key %s may not append to %q", keys.ErrScope, keyID, log)
 	}
 	return k.PublicKey, nil
+}
+
+// admit decides, at a sequencer round's received time, whether a new event
+// may be recorded: its key must be valid and in scope then, and a key
+// lifecycle record must be a valid transition then (so the registry, the
+// fold of _system, never refuses what _system holds).
+func (n *Node) admit(log string, ev *ledger.Submitted, t time.Time) error {
+	if _, err := n.resolve(ev.KeyID, log, t); err != nil {
+		return err
+	}
+	if log == api.SystemLog && keys.IsLifecycle(ev.Event.Action) && !n.genesis.Load() {
+		return n.Registry.Check(keys.Event{Received: t, Signer: ev.KeyID, Action: ev.Event.Action, Metadata: ev.Event.Metadata})
+	}
+	return nil
 }
 
 func (n *Node) path(name string) string { return filepath.Join(n.Config.Dir, name) }
@@ -348,6 +364,10 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		return err
 	}
 	sig := ed25519.Sign(tok.SigningKey(), entry.Message(api.SystemLog, pe.Canonical))
+	// The genesis key is already registered provisionally; its entry is
+	// checked by the fold that follows.
+	n.genesis.Store(true)
+	defer n.genesis.Store(false)
 	if _, err := n.Ledger.Append(ctx, api.SystemLog, []ledger.Submitted{{Event: pe, KeyID: spec.ID, Auth: entry.AuthSignature, Sig: sig}}); err != nil {
 		return fmt.Errorf("writing the genesis entry: %w", err)
 	}

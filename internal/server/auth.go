@@ -153,16 +153,21 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, op string)
 		if !strings.EqualFold(scheme, "Bearer") {
 			return nil, s.refuse(http.StatusUnauthorized, "", "unsupported Authorization scheme")
 		}
-		tok, err := keys.ParseToken(tokStr)
-		if err != nil {
-			return nil, s.refuse(http.StatusUnauthorized, "", "malformed bearer token")
+		if strings.HasPrefix(strings.TrimSpace(tokStr), keys.TokenPrefix) {
+			// A whole token: never accepted as a bearer credential (it holds the signing secret).
+			s.cfg.Logger.Warn("a full provisioning key token was sent as a bearer credential; the key should be rotated", "remote", remoteAddr(r).String())
+			return nil, s.refuse(http.StatusUnauthorized, "", "a full token was sent as a bearer credential (send the vlmb_ credential instead; rotate the key)")
 		}
-		keyID = tok.ID()
+		id, verifier, err := keys.ParseBearer(tokStr)
+		if err != nil {
+			return nil, s.refuse(http.StatusUnauthorized, "", "malformed bearer credential")
+		}
+		keyID = id
 		k, err := s.cfg.Registry.At(keyID, now)
 		if err != nil {
 			return nil, s.refuse(http.StatusUnauthorized, keyID, "unknown key")
 		}
-		if !k.CheckBearer(tok.BearerVerifier()) {
+		if !k.CheckBearer(verifier) {
 			return nil, s.refuse(http.StatusUnauthorized, keyID, "bearer token presented for a key without bearer mode, or not matching it")
 		}
 		c.key, c.auth = k, entry.AuthBearer
@@ -224,6 +229,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, op string)
 	if wait, ok := s.limiter.allow(c.key, now); !ok {
 		rf := s.refuse(http.StatusTooManyRequests, keyID, "rate limit "+c.key.Rate)
 		rf.client.msg = fmt.Sprintf("this key is over its rate limit (%s); retry in %s", c.key.Rate, wait.Round(time.Millisecond))
+		rf.client.after = int((wait + time.Second - 1) / time.Second)
 		return nil, rf
 	}
 	s.lastUsed.Store(keyID, now)
@@ -248,19 +254,24 @@ func (l *limiter) allow(k *keys.Key, now time.Time) (time.Duration, bool) {
 	if k.Rate == "" {
 		return 0, true
 	}
-	rate, burst, err := keys.ParseRate(k.Rate)
+	return l.take(k.ID, k.Rate, now)
+}
+
+// take takes one token from the bucket named name with rate spec.
+func (l *limiter) take(name, spec string, now time.Time) (time.Duration, bool) {
+	rate, burst, err := keys.ParseRate(spec)
 	if err != nil || rate <= 0 {
 		return 0, true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.buckets == nil {
+	if l.buckets == nil || len(l.buckets) > 100_000 {
 		l.buckets = map[string]*bucket{}
 	}
-	b := l.buckets[k.ID]
-	if b == nil || b.spec != k.Rate {
-		b = &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now, spec: k.Rate}
-		l.buckets[k.ID] = b
+	b := l.buckets[name]
+	if b == nil || b.spec != spec {
+		b = &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now, spec: spec}
+		l.buckets[name] = b
 	}
 	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	b.last = now
@@ -278,6 +289,20 @@ func (s *Server) recordAccess(r *http.Request, keyID string, status int, reason 
 	action, outcome := "access.read", "success"
 	if status >= 400 {
 		action, outcome = "access.refused", "failure"
+	}
+	if status >= 400 && (keyID == "" || !keys.ValidKeyID(keyID) || !s.knownKey(keyID)) {
+		// Refusals without a registered key are recorded at most at
+		// anonRecordRate per source address; the rest are counted, and the
+		// count goes into the next record from that address, so a flood
+		// cannot turn _access into a disk-filling write amplifier.
+		src := remoteAddr(r).String()
+		if _, ok := s.noisy.take("anon:"+src, anonRecordRate, s.cfg.Now()); !ok {
+			s.suppressed(src, 1)
+			return
+		}
+		if n := s.suppressed(src, 0); n > 0 {
+			reason += fmt.Sprintf(" (and %d earlier refusals from this address not recorded one by one)", n)
+		}
 	}
 	actor := api.Actor{ID: keyID, Type: "key", IP: remoteAddr(r).String()}
 	if keyID == "" {
@@ -299,6 +324,35 @@ func (s *Server) recordAccess(r *http.Request, keyID string, status int, reason 
 	if err := s.serverEvent(ctx, api.AccessLog, action, actor, targets, outcome, md); err != nil {
 		s.cfg.Logger.Error("recording access", "action", action, "key", keyID, "err", err)
 	}
+}
+
+// anonRecordRate bounds the _access records of refusals without a known
+// key, per source address.
+const anonRecordRate = "20/s"
+
+func (s *Server) knownKey(id string) bool {
+	_, err := s.cfg.Registry.Get(id)
+	return err == nil
+}
+
+var suppressedMu sync.Mutex
+var suppressedBy = map[string]int64{}
+
+// suppressed adds n to the count of unrecorded refusals from src; with n
+// == 0 it returns the count and resets it.
+func (s *Server) suppressed(src string, n int64) int64 {
+	suppressedMu.Lock()
+	defer suppressedMu.Unlock()
+	if n > 0 {
+		if len(suppressedBy) > 100_000 {
+			suppressedBy = map[string]int64{}
+		}
+		suppressedBy[src] += n
+		return 0
+	}
+	c := suppressedBy[src]
+	delete(suppressedBy, src)
+	return c
 }
 
 // sanitize keeps a string printable for the record.

@@ -99,6 +99,15 @@ func (s *Server) changeKey(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err := s.cfg.Registry.Check(ev); err != nil {
 		return err
 	}
+	if action == keys.ActionKeyRevoke || action == keys.ActionKeyUpdate {
+		// The key is refused from now until the change is applied, so that
+		// nothing it signs can land after the change's received time.
+		// (The sequencer checks the change itself again at that time.)
+		if id, err := lifecycleTarget(action, sub.Event.Metadata); err == nil {
+			s.cfg.Registry.Suspend(id)
+			defer s.cfg.Registry.Resume(id)
+		}
+	}
 	rs, err := s.cfg.Ledger.Append(r.Context(), api.SystemLog, []ledger.Submitted{sub})
 	if err != nil {
 		return err

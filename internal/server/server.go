@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -50,6 +51,7 @@ type Server struct {
 	limiter  limiter
 	lastUsed sync.Map   // key id → time.Time of its last authenticated request
 	keysMu   sync.Mutex // serialises key lifecycle changes (check, append, fold)
+	noisy    limiter    // per source address: refusals recorded in _access without a known key
 }
 
 // New returns a Server.
@@ -110,6 +112,7 @@ type httpError struct {
 	msg    string
 	index  *int
 	retry  bool
+	after  int // Retry-After seconds when retry (default 1)
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -156,6 +159,8 @@ func toHTTP(err error) *httpError {
 		return mk(http.StatusNotFound, api.CodeNotFound)
 	case errors.Is(err, keys.ErrInvalidRecord):
 		return mk(http.StatusBadRequest, api.CodeInvalidEvent)
+	case errors.Is(err, keys.ErrNoSuchKey):
+		return mk(http.StatusNotFound, api.CodeNotFound)
 	case errors.Is(err, keys.ErrConflict):
 		return mk(http.StatusConflict, api.CodeConflict)
 	case errors.Is(err, keys.ErrUnknownKey), errors.Is(err, keys.ErrKeyInactive), errors.Is(err, keys.ErrScope):
@@ -178,7 +183,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
 	}
 	if he.retry {
-		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, he.after)))
 	}
 	writeJSON(w, he.status, api.Error{Error: api.ErrorDetail{Code: he.code, Message: he.msg, Index: he.index}})
 }
