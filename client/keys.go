@@ -34,12 +34,12 @@ type KeyOptions struct {
 // NewKey is a key just made: its token (empty for an external public key;
 // shown once, never stored by the server) and the server's description.
 type NewKey struct {
-	Token   string
+	Token string
 	// BearerCredential, for keys created with Bearer, is what goes in
 	// "Authorization: Bearer …" (it does not contain the signing secret).
 	BearerCredential string
-	Key     api.Key
-	Receipt api.Receipt
+	Key              api.Key
+	Receipt          api.Receipt
 }
 
 func (o *KeyOptions) spec() (keys.Spec, *keys.Token, error) {
