@@ -153,6 +153,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		if len(rest) > 0 && rest[0] == "seed" {
 			return m.seed(ctx, rest[1:])
 		}
+		if len(rest) > 0 && rest[0] == "search" {
+			return m.benchSearch(ctx, rest[1:])
+		}
 		return m.bench(ctx, rest)
 	}
 	return usageError("run 'vellum help' for the list of commands", "unknown command %q", cmd)

@@ -230,14 +230,15 @@ func (s *Store) Search(ctx context.Context, log string, f index.Filter, size int
 		}
 	}
 	if f.Text != "" {
-		conds = append(conds, "search_fts MATCH ? AND x.rowid >= ? AND x.rowid < ? AND x.rowid = ? + s.idx")
-		args = append(args, ftsQuery(f.Text), ftsRowid(id, lo), ftsRowid(id, hi), id<<44)
 		if driver == "" {
-			tables = append([]string{"search_fts x"}, tables...)
-			order = "x.rowid"
-		} else {
-			tables = append(tables, "search_fts x")
+			// Walk the FTS matches in rowid order (FTS5 does that natively),
+			// a chunk at a time, keeping those that pass the other filters.
+			return s.searchText(ctx, id, f, conds, args, lo, hi)
 		}
+		// Walk the driver's index; check each row against FTS by rowid.
+		conds = append(conds, "search_fts MATCH ? AND x.rowid = ? + s.idx")
+		args = append(args, ftsQuery(f.Text), id<<44)
+		tables = append(tables, "search_fts x")
 	}
 	from := strings.Join(tables, " CROSS JOIN ")
 	if f.ActionPrefix != "" && driver == "" && f.Text == "" {
@@ -246,6 +247,88 @@ func (s *Store) Search(ctx context.Context, log string, f index.Filter, size int
 	q := "SELECT s.idx, " + order + " FROM " + from + " WHERE " + strings.Join(conds, " AND ") + " ORDER BY " + order + " " + dir + " LIMIT ?"
 	args = append(args, f.Limit)
 	return s.queryIdx(ctx, q, args)
+}
+
+// searchText answers a full-text query with no other indexed equality
+// filter: FTS matches are read newest (or oldest) first in chunks, and each
+// chunk is filtered by the remaining conditions, until Limit are found.
+func (s *Store) searchText(ctx context.Context, id int64, f index.Filter, conds []string, args []any, lo, hi int64) ([]int64, bool, error) {
+	dir := "DESC"
+	if f.Oldest {
+		dir = "ASC"
+	}
+	if f.Target != "" || f.ActionPrefix != "" {
+		// Target and prefix become plain conditions on the chunk.
+		if f.Target != "" {
+			c := "EXISTS (SELECT 1 FROM search_targets t WHERE t.log = s.log AND t.target = ? AND t.idx = s.idx"
+			a := []any{f.Target}
+			if f.TargetType != "" {
+				c += " AND t.ttype = ?"
+				a = append(a, f.TargetType)
+			}
+			conds = append(conds, c+")")
+			args = append(args, a...)
+		}
+		if f.ActionPrefix != "" {
+			conds = append(conds, "+s.action >= ? AND +s.action < ?")
+			args = append(args, f.ActionPrefix, prefixEnd(f.ActionPrefix))
+		}
+	}
+	plain := len(conds) == 2 // only log and idx range: every match counts
+	const chunk = 512
+	var out []int64
+	cur, end := ftsRowid(id, lo), ftsRowid(id, hi)
+	for len(out) < f.Limit {
+		q := `SELECT rowid FROM search_fts WHERE search_fts MATCH ? AND rowid >= ? AND rowid < ? ORDER BY rowid ` + dir + ` LIMIT ?`
+		n := chunk
+		if plain {
+			n = f.Limit - len(out)
+		}
+		rows, err := s.r.QueryContext(ctx, q, ftsQuery(f.Text), cur, end, n)
+		if err != nil {
+			return nil, false, wrap(err)
+		}
+		var cand []int64
+		for rows.Next() {
+			var r int64
+			if err := rows.Scan(&r); err != nil {
+				rows.Close()
+				return nil, false, wrap(err)
+			}
+			cand = append(cand, r-id<<44)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, false, wrap(err)
+		}
+		if len(cand) == 0 {
+			return out, false, nil
+		}
+		if f.Oldest {
+			cur = ftsRowid(id, cand[len(cand)-1]+1)
+		} else {
+			end = ftsRowid(id, cand[len(cand)-1])
+		}
+		if plain {
+			out = append(out, cand...)
+		} else {
+			ph := "?" + strings.Repeat(",?", len(cand)-1)
+			a := append([]any{}, args...)
+			for _, c := range cand {
+				a = append(a, c)
+			}
+			a = append(a, f.Limit-len(out))
+			got, _, err := s.queryIdx(ctx, "SELECT s.idx, s.idx FROM search s WHERE "+strings.Join(conds, " AND ")+" AND s.idx IN ("+ph+") ORDER BY s.idx "+dir+" LIMIT ?", a)
+			if err != nil {
+				return nil, false, err
+			}
+			out = append(out, got...)
+		}
+		if len(cand) < n {
+			return out, false, nil
+		}
+	}
+	return out, true, nil
 }
 
 // searchPrefix answers an action prefix query as a merge of one walk of
