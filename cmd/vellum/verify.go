@@ -123,12 +123,16 @@ func (m *Main) verify(ctx context.Context, args []string) error {
 	full := fs.Bool("full", false, "fetch and check every entry: leaf hashes, prev chain, tree root and every event signature")
 	statePath := fs.String("state", "", "state file of trusted checkpoints (default: the user config dir, or VELLUM_STATE)")
 	receipt := fs.String("receipt", "", "check a receipt file offline")
+	bundle := fs.String("bundle", "", "check an export bundle offline")
 	vkey := fs.String("verifier-key", "", "trusted checkpoint verifier key (default: VELLUM_VERIFIER_KEY, or the state file)")
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
 	}
 	if *receipt != "" {
 		return m.verifyReceipt(ctx, *receipt, *vkey, *statePath)
+	}
+	if *bundle != "" {
+		return m.verifyBundle(ctx, *bundle, *vkey, *statePath)
 	}
 	if *logName == "" {
 		return usageError("vellum verify --log NAME [--full], or vellum verify --receipt FILE", "--log or --receipt is required")
