@@ -38,8 +38,8 @@ func IsLifecycle(action string) bool {
 // Roles: named bundles of scopes.
 const (
 	RoleWriter  = "writer"  // append
-	RoleReader  = "reader"  // read, tail, export
-	RoleAuditor = "auditor" // read every log, including _system and _access
+	RoleReader  = "reader"  // read, search, tail
+	RoleAuditor = "auditor" // read every log, including _system and _access; export
 	RoleAdmin   = "admin"   // everything, including keys and logs
 )
 
