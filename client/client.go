@@ -44,8 +44,8 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Index != nil {
-		return fmt.Sprintf("server answered %d %s: %s", e.Status, e.Code, e.Message)
+	if e.Index != nil && !strings.Contains(e.Message, fmt.Sprintf("event %d", *e.Index)) {
+		return fmt.Sprintf("server answered %d %s: event %d: %s", e.Status, e.Code, *e.Index, e.Message)
 	}
 	return fmt.Sprintf("server answered %d %s: %s", e.Status, e.Code, e.Message)
 }

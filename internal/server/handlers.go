@@ -329,7 +329,7 @@ func parseIndex(name, v string) (int64, error) {
 	return n, nil
 }
 
-// currentSize is the size of log's latest checkpoint.
+// current returns log's latest checkpoint, parsed and as signed.
 func (s *Server) current(ctx context.Context, log string) (checkpoint.Checkpoint, []byte, error) {
 	cp, err := s.cfg.Ledger.Checkpoint(ctx, log)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/httpsig"
+	"github.com/vellum-audit/vellum/internal/index"
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
 	"github.com/vellum-audit/vellum/internal/store"
@@ -159,6 +160,8 @@ func toHTTP(err error) *httpError {
 		return mk(http.StatusNotFound, api.CodeNotFound)
 	case errors.Is(err, keys.ErrInvalidRecord):
 		return mk(http.StatusBadRequest, api.CodeInvalidEvent)
+	case errors.Is(err, index.ErrBadFilter):
+		return mk(http.StatusBadRequest, api.CodeBadRequest)
 	case errors.Is(err, keys.ErrNoSuchKey):
 		return mk(http.StatusNotFound, api.CodeNotFound)
 	case errors.Is(err, keys.ErrConflict):
