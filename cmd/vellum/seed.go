@@ -89,7 +89,7 @@ func (m *Main) seed(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	var next, done atomic.Int64
+	var next, done, rawBytes atomic.Int64
 	start := time.Now()
 	bar := m.newProgress("seeding")
 	var wg sync.WaitGroup
@@ -108,6 +108,7 @@ func (m *Main) seed(ctx context.Context, args []string) error {
 				evs := make([]json.RawMessage, n)
 				for i := range evs {
 					evs[i] = seedEvent(r, first+int64(i), start)
+					rawBytes.Add(int64(len(evs[i])))
 				}
 				if _, err := c.Append(ctx, *logName, evs...); err != nil {
 					errc <- err
@@ -124,6 +125,6 @@ func (m *Main) seed(ctx context.Context, args []string) error {
 		return err
 	}
 	el := time.Since(start)
-	fmt.Fprintf(m.Stdout, "seeded %d events into %s in %s (%.0f events/s, client signing included)\n", done.Load(), *logName, el.Round(time.Millisecond), float64(done.Load())/el.Seconds())
+	fmt.Fprintf(m.Stdout, "seeded %d events (%d bytes of raw event JSON, before ids) into %s in %s (%.0f events/s, client signing included)\n", done.Load(), rawBytes.Load(), *logName, el.Round(time.Millisecond), float64(done.Load())/el.Seconds())
 	return nil
 }
