@@ -172,6 +172,9 @@ func (t *tailer) connect(ctx context.Context) (progressed bool, err error) {
 	if mt := resp.Header.Get("Content-Type"); !strings.HasPrefix(mt, "text/event-stream") {
 		return false, fmt.Errorf("tail: server answered Content-Type %q, not text/event-stream", mt)
 	}
+	// The server accepted the stream: a cut from here on is a dropped
+	// connection, not a refusal, and does not count towards giving up.
+	progressed = true
 	body := &watchdog{r: resp.Body, idle: tailIdle, cancel: cancel}
 	defer body.stop()
 	rd := bufio.NewReaderSize(body, 64<<10)
