@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/index"
 )
@@ -37,19 +39,20 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, c *call) error {
 		return err
 	}
 	out := api.EntryList{Entries: []api.Entry{}}
-	for _, idx := range idxs {
-		es, err := s.cfg.Ledger.Store().ReadEntries(r.Context(), c.log, idx, idx+1)
-		if err != nil {
-			return err
-		}
-		if len(es) != 1 {
-			return errNotFound("entry %d not found", idx)
-		}
-		leaves, err := s.leafHashes(r.Context(), c.log, idx, 1)
-		if err != nil {
-			return err
-		}
-		e := api.Entry{Log: c.log, Index: idx, LeafHash: leaves[0].String(), Data: es[0]}
+	es, err := s.cfg.Ledger.Store().ReadEntriesAt(r.Context(), c.log, idxs)
+	if err != nil {
+		return err
+	}
+	ids := make([]int64, len(idxs))
+	for i, idx := range idxs {
+		ids[i] = tlog.StoredHashIndex(0, idx)
+	}
+	leaves, err := s.cfg.Ledger.Store().ReadHashes(r.Context(), c.log, ids)
+	if err != nil {
+		return err
+	}
+	for i, idx := range idxs {
+		e := api.Entry{Log: c.log, Index: idx, LeafHash: leaves[i].String(), Data: es[i]}
 		if proof {
 			text, _, err := s.cfg.Ledger.ProofText(r.Context(), c.log, idx, cp, cur.Size)
 			if err != nil {

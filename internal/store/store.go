@@ -75,6 +75,8 @@ type Store interface {
 	Checkpoint(ctx context.Context, log string) ([]byte, error)
 	// ReadHashes returns the stored hashes with the given ids, in order.
 	ReadHashes(ctx context.Context, log string, ids []int64) ([]tlog.Hash, error)
+	// ReadEntriesAt returns the entries at the given indexes, in order.
+	ReadEntriesAt(ctx context.Context, log string, idxs []int64) ([][]byte, error)
 	// ReadEntries returns entries [start, end) (fewer if the log is shorter).
 	ReadEntries(ctx context.Context, log string, start, end int64) ([][]byte, error)
 	// LookupID finds a producer-chosen event id of a key.

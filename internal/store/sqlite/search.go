@@ -74,6 +74,48 @@ func insertDocs(ctx context.Context, tx *sql.Tx, id int64, docs []index.Doc) err
 	})
 }
 
+// ReadEntriesAt implements store.Store with one query.
+func (s *Store) ReadEntriesAt(ctx context.Context, log string, idxs []int64) ([][]byte, error) {
+	if len(idxs) == 0 {
+		return nil, nil
+	}
+	id, err := s.id(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	args := make([]any, 0, len(idxs)+1)
+	args = append(args, id)
+	for _, x := range idxs {
+		args = append(args, x)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT idx, data FROM entries WHERE log = ? AND idx IN (?`+strings.Repeat(",?", len(idxs)-1)+`)`, args...)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	defer rows.Close()
+	got := make(map[int64][]byte, len(idxs))
+	for rows.Next() {
+		var x int64
+		var data []byte
+		if err := rows.Scan(&x, &data); err != nil {
+			return nil, wrap(err)
+		}
+		got[x] = data
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	out := make([][]byte, len(idxs))
+	for i, x := range idxs {
+		d, ok := got[x]
+		if !ok {
+			return nil, fmt.Errorf("log %q: entry %d: %w", log, x, store.ErrNotFound)
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
 // Indexed implements store.Store.
 func (s *Store) Indexed(ctx context.Context, log string) (int64, error) {
 	id, err := s.id(ctx, log)
@@ -212,7 +254,19 @@ func (s *Store) Search(ctx context.Context, log string, f index.Filter, size int
 		add("+s.action >= ? AND +s.action < ?", f.ActionPrefix, prefixEnd(f.ActionPrefix))
 	}
 	// Tables, driving one first; CROSS JOIN keeps SQLite to that order.
+	// INDEXED BY: with an idx range and ORDER BY idx, SQLite would rather
+	// walk the primary key and filter, which is slow for a rare value.
 	tables := []string{"search s"}
+	switch driver {
+	case "actor":
+		tables[0] = "search s INDEXED BY search_actor"
+	case "key_id":
+		tables[0] = "search s INDEXED BY search_key"
+	case "action":
+		tables[0] = "search s INDEXED BY search_action"
+	case "source":
+		tables[0] = "search s INDEXED BY search_source"
+	}
 	order := "s.idx"
 	if f.Target != "" {
 		conds = append(conds, "t.log = s.log AND t.idx = s.idx AND t.target = ? AND t.idx >= ? AND t.idx < ?")
@@ -334,22 +388,21 @@ func (s *Store) searchText(ctx context.Context, id int64, f index.Filter, conds 
 // searchPrefix answers an action prefix query as a merge of one walk of
 // the action index per distinct matching action.
 func (s *Store) searchPrefix(ctx context.Context, id int64, f index.Filter, conds []string, args []any, dir string) ([]int64, bool, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT action FROM search WHERE log = ? AND action >= ? AND action < ?`, id, f.ActionPrefix, prefixEnd(f.ActionPrefix))
-	if err != nil {
-		return nil, false, wrap(err)
-	}
+	// The distinct actions under the prefix, one index seek each (a skip
+	// scan), rather than a DISTINCT over every matching row.
 	var actions []string
-	for rows.Next() {
+	from := f.ActionPrefix
+	for len(actions) <= 200 {
 		var a string
-		if err := rows.Scan(&a); err != nil {
-			rows.Close()
+		err := s.r.QueryRowContext(ctx, `SELECT action FROM search INDEXED BY search_action WHERE log = ? AND action >= ? AND action < ? ORDER BY action LIMIT 1`, id, from, prefixEnd(f.ActionPrefix)).Scan(&a)
+		if err == sql.ErrNoRows {
+			break
+		}
+		if err != nil {
 			return nil, false, wrap(err)
 		}
 		actions = append(actions, a)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, false, wrap(err)
+		from = a + "\x00"
 	}
 	if len(actions) == 0 {
 		return nil, false, nil
@@ -360,7 +413,7 @@ func (s *Store) searchPrefix(ctx context.Context, id int64, f index.Filter, cond
 	var parts []string
 	var all []any
 	for _, a := range actions {
-		parts = append(parts, "SELECT * FROM (SELECT s.idx FROM search s WHERE "+strings.Join(conds, " AND ")+" AND s.action = ? ORDER BY s.idx "+dir+" LIMIT ?)")
+		parts = append(parts, "SELECT * FROM (SELECT s.idx FROM search s INDEXED BY search_action WHERE "+strings.Join(conds, " AND ")+" AND s.action = ? ORDER BY s.idx "+dir+" LIMIT ?)")
 		all = append(all, args...)
 		all = append(all, a, f.Limit)
 	}
