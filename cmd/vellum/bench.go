@@ -7,7 +7,7 @@ package main
 //  1. calibration: a short run (a quarter of --duration, at most 1 s) with a
 //     small pool of pre-signed events, which also warms up connections and
 //     the server; its events/s sizes the pool of step 2;
-//  2. pre-signing: events for about 1.3 × the calibrated rate × --duration
+//  2. pre-signing: events for about 2 × the calibrated rate × --duration
 //     (at most --max-events) are generated and signed (client.Sign: RFC 8785
 //     canonicalisation and Ed25519) before any clock starts. Every event has
 //     a unique id, so no event is ever sent twice;
@@ -44,7 +44,7 @@ import (
 
 const (
 	defaultMaxEvents = 300_000 // pre-signed events per workload, at most
-	poolHeadroom     = 1.3     // pool = calibrated rate × duration × headroom
+	poolHeadroom     = 2.0     // pool = calibrated rate × duration × headroom
 )
 
 type benchWorkload struct {
