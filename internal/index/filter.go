@@ -239,41 +239,14 @@ type Doc struct {
 	Text      string // the metadata's string and number values, space-separated
 }
 
-// DocOf extracts the indexed fields of a parsed entry.
+// DocOf extracts the indexed fields of a parsed entry (catch-up and
+// rebuild; new entries get theirs from DocFromEvent).
 func DocOf(e *entry.Entry) (Doc, error) {
-	var ev struct {
-		Time   string `json:"time"`
-		Action string `json:"action"`
-		Actor  struct {
-			ID string `json:"id"`
-		} `json:"actor"`
-		Targets []struct {
-			ID   string `json:"id"`
-			Type string `json:"type"`
-		} `json:"targets"`
-		Outcome  string          `json:"outcome"`
-		Source   string          `json:"source"`
-		Metadata json.RawMessage `json:"metadata"`
-	}
+	var ev api.Event
 	if err := json.Unmarshal(e.Event, &ev); err != nil {
 		return Doc{}, err
 	}
-	d := Doc{Index: e.Index, Received: e.ReceivedTime(), Action: ev.Action, Actor: ev.Actor.ID, Key: e.KeyID, Outcome: ev.Outcome, Source: ev.Source}
-	if ev.Time != "" {
-		d.EventTime, _ = time.Parse(time.RFC3339Nano, ev.Time)
-	}
-	for _, t := range ev.Targets {
-		d.Targets = append(d.Targets, [2]string{t.ID, t.Type})
-	}
-	if len(ev.Metadata) > 0 {
-		var v any
-		if err := json.Unmarshal(ev.Metadata, &v); err == nil {
-			var sb strings.Builder
-			collectText(v, &sb)
-			d.Text = sb.String()
-		}
-	}
-	return d, nil
+	return DocFromEvent(e.Index, e.ReceivedTime(), e.KeyID, &ev), nil
 }
 
 func collectText(v any, sb *strings.Builder) {
