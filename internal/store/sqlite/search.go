@@ -20,7 +20,9 @@ var searchSchema = []string{
 	`CREATE INDEX IF NOT EXISTS search_key ON search (log, key_id, idx)`,
 	`CREATE INDEX IF NOT EXISTS search_source ON search (log, source, idx)`,
 	`CREATE INDEX IF NOT EXISTS search_received ON search (log, received)`,
-	`CREATE INDEX IF NOT EXISTS search_etime ON search (log, etime)`,
+	// No index on etime: event-time windows only ever filter rows that
+	// another index found (producers' clocks are not monotonic).
+	`DROP INDEX IF EXISTS search_etime`,
 	`CREATE TABLE IF NOT EXISTS search_targets (log INTEGER NOT NULL, target TEXT NOT NULL, ttype TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (log, target, idx, ttype)) WITHOUT ROWID`,
 	`CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(body, content='', tokenize='unicode61 remove_diacritics 2')`,
 }
