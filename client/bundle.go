@@ -20,6 +20,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/vellum-audit/vellum/api"
+	"github.com/vellum-audit/vellum/internal/checkpoint"
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/keys"
 )
@@ -88,25 +89,6 @@ func RangeRoot(p RangeProof, leaves [][32]byte) ([32]byte, error) {
 	return rh.root()
 }
 
-// coverNodes splits [lo, hi) into maximal aligned perfect subtrees, in
-// order (the server does the same).
-func coverNodes(lo, hi int64) (levels []int, indexes []int64) {
-	for lo < hi {
-		k := 0
-		for k < 62 {
-			next := int64(1) << (k + 1)
-			if lo%next != 0 || hi-lo < next {
-				break
-			}
-			k++
-		}
-		levels = append(levels, k)
-		indexes = append(indexes, lo>>k)
-		lo += int64(1) << k
-	}
-	return levels, indexes
-}
-
 // maxTreeSize bounds sizes read from a bundle, far beyond any real log.
 const maxTreeSize = int64(1) << 56
 
@@ -129,7 +111,7 @@ type rangeHasher struct {
 }
 
 func parseNodes(what string, nodes []RangeNode, lo, hi int64) ([]treeNode, error) {
-	levels, indexes := coverNodes(lo, hi)
+	levels, indexes := checkpoint.CoverNodes(lo, hi)
 	if len(nodes) != len(levels) {
 		return nil, fmt.Errorf("%s: %d hashes, but [%d, %d) is covered by %d subtrees", what, len(nodes), lo, hi, len(levels))
 	}

@@ -6,8 +6,6 @@ import (
 	"net/url"
 	"sort"
 	"time"
-
-	"github.com/vellum-audit/vellum/client"
 )
 
 // benchSearch times the search workloads of BENCHMARKS.md against a
@@ -108,5 +106,3 @@ func (m *Main) benchSearch(ctx context.Context, args []string) error {
 	}
 	return nil
 }
-
-var _ = client.ErrVerification

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -167,4 +166,3 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	return nil
 }
 
-var _ = os.Stderr

@@ -91,7 +91,7 @@ func parseCanonicalEvent(canon []byte) (*Event, error) {
 	if err := dec.Decode(&ev.Event); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidEvent, cleanJSONError(err))
 	}
-	if err := validate(&ev.Event, canon); err != nil {
+	if err := validate(&ev.Event); err != nil {
 		return nil, err
 	}
 	return ev, nil
@@ -121,7 +121,7 @@ func jsonKind(k string) string {
 	return k
 }
 
-func validate(e *api.Event, canon []byte) error {
+func validate(e *api.Event) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidEvent}, args...)...)
 	}
@@ -165,10 +165,6 @@ func validate(e *api.Event, canon []byte) error {
 	}
 	if e.Metadata != nil && (len(e.Metadata) == 0 || e.Metadata[0] != '{') {
 		return bad(`"metadata" must be a JSON object`)
-	}
-	if e.Seq != nil && e.Source == "" {
-		// seq is per key and source; an empty source is allowed and means "the key itself".
-		_ = canon
 	}
 	return nil
 }

@@ -280,10 +280,17 @@ func (l *Ledger) Append(ctx context.Context, log string, events []Submitted) ([]
 		return nil, err
 	}
 	r := &request{events: events, done: make(chan struct{})}
+	overhead := map[[2]string]int{} // per key and auth: a request's events almost always share one
 	for i, ev := range events {
 		r.hashes = append(r.hashes, sha256.Sum256(ev.Event.Canonical))
 		// Conservative size bound: the entry's fixed fields with a 19-digit index.
-		if n := len(ev.Event.Canonical) + entryOverhead(log, ev.KeyID, ev.Auth); n > api.MaxEntrySize {
+		ka := [2]string{ev.KeyID, ev.Auth}
+		o, ok := overhead[ka]
+		if !ok {
+			o = entryOverhead(log, ev.KeyID, ev.Auth)
+			overhead[ka] = o
+		}
+		if n := len(ev.Event.Canonical) + o; n > api.MaxEntrySize {
 			return nil, &EventError{Index: i, Err: fmt.Errorf("%w: the entry would be about %d bytes; at most %d", ErrTooLarge, n, api.MaxEntrySize)}
 		}
 	}

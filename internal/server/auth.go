@@ -335,23 +335,20 @@ func (s *Server) knownKey(id string) bool {
 	return err == nil
 }
 
-var suppressedMu sync.Mutex
-var suppressedBy = map[string]int64{}
-
 // suppressed adds n to the count of unrecorded refusals from src; with n
 // == 0 it returns the count and resets it.
 func (s *Server) suppressed(src string, n int64) int64 {
-	suppressedMu.Lock()
-	defer suppressedMu.Unlock()
+	s.suppressedMu.Lock()
+	defer s.suppressedMu.Unlock()
 	if n > 0 {
-		if len(suppressedBy) > 100_000 {
-			suppressedBy = map[string]int64{}
+		if s.suppressedBy == nil || len(s.suppressedBy) > 100_000 {
+			s.suppressedBy = map[string]int64{}
 		}
-		suppressedBy[src] += n
+		s.suppressedBy[src] += n
 		return 0
 	}
-	c := suppressedBy[src]
-	delete(suppressedBy, src)
+	c := s.suppressedBy[src]
+	delete(s.suppressedBy, src)
 	return c
 }
 

@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/vellum-audit/vellum/internal/checkpoint"
 )
 
 // exportRoutes registers what export bundles need.
@@ -27,28 +29,6 @@ type rangeProofAnswer struct {
 	Size  int64       `json:"size"`
 	Left  []rangeNode `json:"left"`
 	Right []rangeNode `json:"right"`
-}
-
-// coverNodes splits [lo, hi) into maximal aligned perfect subtrees, in
-// order: from lo, each step takes the largest 2^k with lo divisible by 2^k
-// and lo+2^k ≤ hi. For lo = 0 that is the binary decomposition of hi.
-// Every such subtree lies inside a tree of size ≥ hi, so its hash is one of
-// tlog's stored hashes.
-func coverNodes(lo, hi int64) (levels []int, indexes []int64) {
-	for lo < hi {
-		k := 0
-		for k < 62 {
-			next := int64(1) << (k + 1)
-			if lo%next != 0 || hi-lo < next {
-				break
-			}
-			k++
-		}
-		levels = append(levels, k)
-		indexes = append(indexes, lo>>k)
-		lo += int64(1) << k
-	}
-	return levels, indexes
 }
 
 // rangeProof serves the hashes that, with the leaf hashes of entries
@@ -85,8 +65,8 @@ func (s *Server) rangeProof(w http.ResponseWriter, r *http.Request, c *call) err
 	if end > size {
 		return errBadRequest("end %d is beyond the tree size %d", end, size)
 	}
-	ll, li := coverNodes(0, start)
-	rl, ri := coverNodes(end, size)
+	ll, li := checkpoint.CoverNodes(0, start)
+	rl, ri := checkpoint.CoverNodes(end, size)
 	ids := make([]int64, 0, len(ll)+len(rl))
 	for i := range ll {
 		ids = append(ids, tlog.StoredHashIndex(ll[i], li[i]))

@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -551,5 +550,3 @@ func (s *Server) consistencyProof(w http.ResponseWriter, r *http.Request, c *cal
 	writeJSON(w, http.StatusOK, api.ConsistencyProof{Old: oldSize, New: newSize, Hashes: hashStrings(p)})
 	return nil
 }
-
-var _ = errors.Is

@@ -53,6 +53,9 @@ type Server struct {
 	lastUsed sync.Map   // key id → time.Time of its last authenticated request
 	keysMu   sync.Mutex // serialises key lifecycle changes (check, append, fold)
 	noisy    limiter    // per source address: refusals recorded in _access without a known key
+
+	suppressedMu sync.Mutex
+	suppressedBy map[string]int64 // per source address: refusals not recorded one by one
 }
 
 // New returns a Server.
