@@ -101,3 +101,31 @@ type Store interface {
 	// Close releases the store.
 	Close() error
 }
+
+// Sequencing is implemented by stores that several vellum nodes share
+// (postgres). Before it decides a round, a node's sequencer takes the log's
+// lock; it releases it after the round's Append has returned. Lock answers
+// the log's stored size once the lock is held, so a sequencer whose state is
+// older (another node committed since) reloads it first. The lock ends with
+// the node: a killed node's lock is released by the database, and another
+// node takes over at once. Append still refuses a batch whose OldSize is not
+// the stored size, so a node that lost its lock cannot fork the log.
+type Sequencing interface {
+	Lock(ctx context.Context, log string) (size int64, unlock func(), err error)
+}
+
+// Change is a commit seen in a shared store: log now has at least Size
+// entries (Size 0 when a log was created).
+type Change struct {
+	Log  string
+	Size int64
+}
+
+// Watcher is implemented by stores that several nodes share. Watch calls fn
+// (from one goroutine) for the commits of every node, this one's included,
+// until ctx ends; it returns ctx's error. Changes may be coalesced or
+// repeated. After a lost connection it reconnects by itself and reports
+// every log's current size, so a missed notification is never lost for good.
+type Watcher interface {
+	Watch(ctx context.Context, fn func(Change)) error
+}
