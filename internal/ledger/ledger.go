@@ -86,7 +86,11 @@ type Config struct {
 	// given received time; the sequencer calls it for every new event at
 	// its round's time. Without it, the key is resolved again at that time.
 	Admit      func(log string, ev *Submitted, received time.Time) error
-	QueueLimit int // events waiting per log before appends get ErrOverloaded (default 65536)
+	// BeforeRound, if set, runs at the start of every round, after the
+	// log's lock is taken on a shared store (the node catches up with
+	// _system there, so every node admits events against the same keys).
+	BeforeRound func(ctx context.Context, log string) error
+	QueueLimit  int // events waiting per log before appends get ErrOverloaded (default 65536)
 	MaxRound   int // events per commit at most (default 8192)
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -97,7 +101,12 @@ type Ledger struct {
 	cfg    Config
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the store watcher
+	seqWG  sync.WaitGroup // the sequencers
+
+	// storeClock: received times come from the store's clock (a shared
+	// store's lease), unless Config.Now was set.
+	storeClock bool
 
 	mu       sync.Mutex
 	seqs     map[string]*sequencer
@@ -130,11 +139,48 @@ func New(cfg Config) (*Ledger, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	storeClock := cfg.Now == nil
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Ledger{cfg: cfg, ctx: ctx, cancel: cancel, seqs: map[string]*sequencer{}}, nil
+	l := &Ledger{cfg: cfg, ctx: ctx, cancel: cancel, seqs: map[string]*sequencer{}, storeClock: storeClock}
+	if w, ok := cfg.Store.(store.Watcher); ok {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			w.Watch(ctx, l.observe)
+		}()
+	}
+	return l, nil
+}
+
+// observe publishes a commit that another node made to a shared store: the
+// log's readers and tails on this node see the new checkpoint. The
+// sequencer's own state catches up under the log's lock, at its next round.
+func (l *Ledger) observe(c store.Change) {
+	l.mu.Lock()
+	s, ok := l.seqs[c.Log]
+	l.mu.Unlock()
+	if !ok {
+		return // not open here: it is read from the store when first used
+	}
+	s.mu.Lock()
+	cur := s.size
+	s.mu.Unlock()
+	if c.Size <= cur {
+		return
+	}
+	cp, err := l.cfg.Store.Checkpoint(l.ctx, c.Log)
+	if err != nil || cp == nil {
+		return
+	}
+	ck, err := checkpoint.Open(cp, l.cfg.Verifier, s.origin)
+	if err != nil {
+		l.cfg.Logger.Error("a stored checkpoint does not verify", "log", c.Log, "err", err)
+		return
+	}
+	s.publish(ck.Size, cp, ck.Hash)
 }
 
 // Origin is the checkpoint origin of log.
@@ -147,7 +193,7 @@ func (l *Ledger) Verifier() note.Verifier { return l.cfg.Verifier }
 func (l *Ledger) Store() store.Store { return l.cfg.Store }
 
 // Close stops accepting appends, lets every sequencer finish what is queued
-// and waits for them.
+// and waits for them (and the store watcher).
 func (l *Ledger) Close() {
 	l.mu.Lock()
 	if l.closed {
@@ -163,8 +209,10 @@ func (l *Ledger) Close() {
 		close(s.stop)
 	}
 	l.mu.Unlock()
-	l.wg.Wait()
+	// The sequencers drain their queues with l.ctx live; then the watcher stops.
+	l.seqWG.Wait()
 	l.cancel()
+	l.wg.Wait()
 }
 
 // CreateLog creates an empty log and signs its first (empty) checkpoint.
@@ -219,6 +267,7 @@ func (l *Ledger) startSequencer(ctx context.Context, name string) (*sequencer, e
 		q:       make(chan *request, 1024),
 		stop:    make(chan struct{}),
 		size:    li.Size,
+		base:    li.Size,
 		cache:   map[int64]tlog.Hash{},
 		changed: make(chan struct{}),
 		seqs:    map[seqKey]int64{},
@@ -227,9 +276,9 @@ func (l *Ledger) startSequencer(ctx context.Context, name string) (*sequencer, e
 		return nil, err
 	}
 	l.seqs[name] = s
-	l.wg.Add(1)
+	l.seqWG.Add(1)
 	go func() {
-		defer l.wg.Done()
+		defer l.seqWG.Done()
 		s.run()
 	}()
 	return s, nil
@@ -262,6 +311,14 @@ func (l *Ledger) Size(ctx context.Context, log string) (int64, <-chan struct{}, 
 // Append verifies and records events in log, all or nothing, and returns a
 // receipt for each (in order).
 func (l *Ledger) Append(ctx context.Context, log string, events []Submitted) ([]api.Receipt, error) {
+	return l.AppendAt(ctx, log, -1, events)
+}
+
+// AppendAt is Append for a log that must have exactly size entries when
+// the events are sequenced (ErrConflict otherwise); size -1 is any. The
+// node writes the genesis entry of _system with size 0, so that two nodes
+// starting on one empty database cannot both write one.
+func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []Submitted) ([]api.Receipt, error) {
 	if len(events) == 0 {
 		return nil, fmt.Errorf("%w: no events", ErrInvalid)
 	}
@@ -279,7 +336,7 @@ func (l *Ledger) Append(ctx context.Context, log string, events []Submitted) ([]
 	if err := l.verifyAll(log, events); err != nil {
 		return nil, err
 	}
-	r := &request{events: events, done: make(chan struct{})}
+	r := &request{events: events, expect: size, done: make(chan struct{})}
 	overhead := map[[2]string]int{} // per key and auth: a request's events almost always share one
 	for i, ev := range events {
 		r.hashes = append(r.hashes, sha256.Sum256(ev.Event.Canonical))

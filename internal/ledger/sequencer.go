@@ -22,6 +22,7 @@ type request struct {
 	events []Submitted
 	hashes [][32]byte // SHA-256 of each canonical event
 	taken  int64
+	expect int64 // the log's size the request needs (-1: any)
 
 	// set by the sequencer before done is closed
 	receipts []api.Receipt
@@ -47,6 +48,7 @@ type sequencer struct {
 	checkpoint []byte
 
 	// owned by the sequencer goroutine
+	base     int64 // the size the state below belongs to (size may run ahead: other nodes' commits)
 	prevLeaf tlog.Hash
 	cache    map[int64]tlog.Hash // hashes written by the last commit
 	seqs     map[seqKey]int64    // last seq per key and source, as committed
@@ -66,27 +68,25 @@ func (s *sequencer) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("log %q: stored checkpoint: %w", s.log, err)
 		}
-		if c.Size != s.size {
-			return fmt.Errorf("log %q: stored checkpoint has size %d, log has %d", s.log, c.Size, s.size)
+		if c.Size != s.base {
+			return fmt.Errorf("log %q: stored checkpoint has size %d, log has %d", s.log, c.Size, s.base)
 		}
-		root, err := tlog.TreeHash(s.size, s.l.reader(ctx, s.log))
+		root, err := tlog.TreeHash(s.base, s.l.reader(ctx, s.log))
 		if err != nil {
 			return fmt.Errorf("log %q: reading tree: %w", s.log, err)
 		}
 		if root != c.Hash {
 			return fmt.Errorf("log %q: stored tree hashes do not match the stored checkpoint", s.log)
 		}
-		s.mu.Lock()
-		s.root, s.checkpoint = root, cp
-		s.mu.Unlock()
+		s.publish(s.base, cp, root)
 	}
-	if s.size > 0 {
-		h, err := st.ReadHashes(ctx, s.log, []int64{tlog.StoredHashIndex(0, s.size-1)})
+	if s.base > 0 {
+		h, err := st.ReadHashes(ctx, s.log, []int64{tlog.StoredHashIndex(0, s.base-1)})
 		if err != nil {
 			return err
 		}
 		s.prevLeaf = h[0]
-		es, err := st.ReadEntries(ctx, s.log, s.size-1, s.size)
+		es, err := st.ReadEntries(ctx, s.log, s.base-1, s.base)
 		if err != nil {
 			return err
 		}
@@ -99,6 +99,19 @@ func (s *sequencer) load(ctx context.Context) error {
 	return nil
 }
 
+// publish makes a checkpoint of size the one readers see, unless they
+// already see a larger one, and wakes the waiters (tails).
+func (s *sequencer) publish(size int64, cp []byte, root tlog.Hash) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.checkpoint != nil && size <= s.size {
+		return
+	}
+	s.size, s.checkpoint, s.root = size, cp, root
+	close(s.changed) // never blocks
+	s.changed = make(chan struct{})
+}
+
 // ensureCheckpoint signs and stores the empty log's first checkpoint.
 func (s *sequencer) ensureCheckpoint(ctx context.Context) error {
 	s.mu.Lock()
@@ -107,7 +120,7 @@ func (s *sequencer) ensureCheckpoint(ctx context.Context) error {
 	if have {
 		return nil
 	}
-	r := &request{done: make(chan struct{})}
+	r := &request{expect: -1, done: make(chan struct{})}
 	select {
 	case s.q <- r:
 	case <-s.stop:
@@ -192,11 +205,32 @@ func (s *sequencer) commit(round []*request) {
 			close(r.done)
 		}
 	}()
+	fail := func(err error) {
+		for _, r := range round {
+			r.err = fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+		}
+	}
+	// A store that several nodes share: take the log's lock, and catch up
+	// with what other nodes committed since this sequencer's last round.
+	var lease store.Lease
+	if sq, ok := s.l.cfg.Store.(store.Sequencing); ok {
+		var err error
+		if lease, err = sq.Lock(ctx, s.log); err != nil {
+			fail(err)
+			return
+		}
+		defer func() {
+			if lease.Unlock != nil {
+				lease.Unlock()
+			}
+		}()
+		if lease.Size != s.base {
+			s.broken = true
+		}
+	}
 	if s.broken {
 		if err := s.reload(ctx); err != nil {
-			for _, r := range round {
-				r.err = fmt.Errorf("%w: %v", store.ErrUnavailable, err)
-			}
+			fail(err)
 			return
 		}
 		s.broken = false
@@ -207,9 +241,19 @@ func (s *sequencer) commit(round []*request) {
 	// revoked while requests wait cannot sign an entry stamped after it.
 	// Received times never go backwards within a log (the search index maps
 	// time windows to index ranges): a clock step back is absorbed.
-	rs.received = s.l.cfg.Now().UTC().Truncate(time.Microsecond)
+	rs.received = s.l.cfg.Now()
+	if s.l.storeClock && !lease.Now.IsZero() {
+		rs.received = lease.Now // one clock for every node
+	}
+	rs.received = rs.received.UTC().Truncate(time.Microsecond)
 	if rs.received.Before(s.lastReceived) {
 		rs.received = s.lastReceived
+	}
+	if s.l.cfg.BeforeRound != nil {
+		if err := s.l.cfg.BeforeRound(ctx, s.log); err != nil {
+			fail(err)
+			return
+		}
 	}
 	s.prefetchIDs(ctx, round, rs)
 	rs.slots = make([][]slot, len(round))
@@ -225,8 +269,9 @@ func (s *sequencer) commit(round []*request) {
 	}
 
 	s.mu.Lock()
-	oldSize, cp := s.size, s.checkpoint
+	cp := s.checkpoint
 	s.mu.Unlock()
+	oldSize := s.base
 	newSize := oldSize + int64(len(rs.newEvs))
 	written := map[int64]tlog.Hash{}
 	if len(rs.newEvs) > 0 || cp == nil {
@@ -234,6 +279,10 @@ func (s *sequencer) commit(round []*request) {
 		cp, err = s.build(ctx, rs, oldSize, written)
 		if err == nil {
 			err = s.l.cfg.Store.Append(ctx, &rs.batch)
+		}
+		if lease.Unlock != nil {
+			lease.Unlock()
+			lease.Unlock = nil
 		}
 		if err != nil {
 			s.l.cfg.Logger.Error("commit failed", "log", s.log, "events", len(rs.newEvs), "err", err)
@@ -253,11 +302,8 @@ func (s *sequencer) commit(round []*request) {
 			}
 			return
 		}
-		s.mu.Lock()
-		s.size, s.checkpoint, s.root = newSize, cp, rs.root
-		close(s.changed) // wake every waiter (tails); never blocks
-		s.changed = make(chan struct{})
-		s.mu.Unlock()
+		s.base = newSize
+		s.publish(newSize, cp, rs.root)
 		s.prevLeaf = rs.lastLeaf
 		if len(rs.newEvs) > 0 {
 			s.lastReceived = rs.received
@@ -302,9 +348,9 @@ func (s *sequencer) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.size = li.Size
-	s.mu.Unlock()
+	s.base = li.Size
+	s.cache = map[int64]tlog.Hash{}
+	s.seqs = map[seqKey]int64{}
 	return s.load(ctx)
 }
 
@@ -358,9 +404,10 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 	last := map[seqKey]int64{}
 	next := int64(len(rs.newEvs))
 	var fresh []*Submitted
-	s.mu.Lock()
-	base := s.size
-	s.mu.Unlock()
+	base := s.base
+	if r.expect >= 0 && base != r.expect {
+		return nil, fmt.Errorf("%w: the log has %d entries, not %d", ErrConflict, base, r.expect)
+	}
 	for i := range r.events {
 		ev := &r.events[i]
 		h := r.hashes[i]

@@ -54,6 +54,10 @@ type Config struct {
 	OriginPrefix string // empty: keep the stored one, or a default at init
 	Version      string
 	Logger       *slog.Logger
+	// OpenStore, if set, opens the store (PostgreSQL); by default the
+	// SQLite database in Dir. The keys always stay in Dir, never in the
+	// store.
+	OpenStore func(ctx context.Context) (store.Store, error)
 }
 
 type diskConfig struct {
@@ -89,7 +93,7 @@ func isPrintableASCII(s string) bool {
 // Node is an open data directory with everything needed to serve it.
 type Node struct {
 	Config   Config
-	Store    *sqlite.Store
+	Store    store.Store
 	Ledger   *ledger.Ledger
 	Registry *keys.Registry
 	Handler  http.Handler
@@ -100,6 +104,10 @@ type Node struct {
 	priv     ed25519.PrivateKey
 
 	genesis   atomic.Bool // the genesis entry is being written
+	shared    bool        // the store is shared with other nodes (store.Sequencing)
+
+	regMu      sync.Mutex // serializes registry catch-up
+	sysApplied int64      // _system entries folded into the registry
 	closeOnce sync.Once
 	closeErr  error
 	stopBG    context.CancelFunc
@@ -136,15 +144,28 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.loadOrCreateKeys(); err != nil {
 		return nil, err
 	}
-	st, err := sqlite.Open(ctx, cfg.Dir)
+	var st store.Store
+	var err error
+	if cfg.OpenStore != nil {
+		st, err = cfg.OpenStore(ctx)
+	} else {
+		st, err = sqlite.Open(ctx, cfg.Dir)
+	}
 	if err != nil {
 		return nil, err
 	}
 	n.Store = st
-	n.Ledger, err = ledger.New(ledger.Config{
+	_, n.shared = st.(store.Sequencing)
+	lc := ledger.Config{
 		Store: st, Signer: n.signer, Verifier: mustVerifier(n.vkey), OriginPrefix: n.Init.OriginPrefix,
 		Keys: n.resolve, Admit: n.admit, Logger: cfg.Logger,
-	})
+	}
+	if n.shared {
+		// Every round catches up with _system under its log's lock, so a
+		// key revoked or changed on another node is refused here too.
+		lc.BeforeRound = func(ctx context.Context, _ string) error { return n.syncRegistry(ctx) }
+	}
+	n.Ledger, err = ledger.New(lc)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -160,7 +181,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.Server = server.New(server.Config{
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
 		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,
-		Refold: n.fold,
+		Refold: n.fold, Sync: n.syncRegistry,
 	})
 	n.Handler = n.Server
 	ctx, cancel := context.WithCancel(context.Background())
@@ -170,7 +191,71 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		defer n.bg.Done()
 		n.expiryLoop(ctx)
 	}()
+	if n.shared {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			n.followSystem(ctx)
+		}()
+	}
 	return n, nil
+}
+
+// followSystem applies the key changes that other nodes record in _system
+// as soon as they are seen (the store's notifications wake the ledger), and
+// at least every 500 ms, so a revocation is enforced by every node's
+// authentication within a second.
+func (n *Node) followSystem(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		_, changed, err := n.Ledger.Size(ctx, api.SystemLog)
+		if err != nil {
+			changed = nil
+		}
+		if err := n.syncRegistry(ctx); err != nil && ctx.Err() == nil {
+			n.Config.Logger.Error("following _system", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
+}
+
+// syncRegistry folds the _system entries recorded since the last fold into
+// the registry (a full fold if one does not apply: _system is the truth).
+func (n *Node) syncRegistry(ctx context.Context) error {
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	li, err := n.Store.Log(ctx, api.SystemLog)
+	if err != nil {
+		return err
+	}
+	for n.sysApplied < li.Size {
+		end := min(n.sysApplied+1000, li.Size)
+		es, err := n.Store.ReadEntries(ctx, api.SystemLog, n.sysApplied, end)
+		if err != nil {
+			return err
+		}
+		if len(es) == 0 {
+			return fmt.Errorf("_system: entries %d to %d missing", n.sysApplied, end)
+		}
+		for _, data := range es {
+			ev, err := SystemEvent(data)
+			if err == nil {
+				err = n.Registry.Apply(ev)
+			}
+			if err != nil {
+				n.Config.Logger.Error("registry diverged from _system; rebuilding it", "index", n.sysApplied, "err", err)
+				return n.foldLocked(ctx)
+			}
+			n.sysApplied++
+		}
+	}
+	return nil
 }
 
 func mustVerifier(vkey string) note.Verifier {
@@ -324,6 +409,9 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	if li, err := n.Store.Log(ctx, api.SystemLog); err == nil && li.Size > 0 {
 		return n.fold(ctx)
 	}
+	// Another node sharing the store may be writing the genesis entry
+	// now: it is written only into an empty _system (AppendAt), and the
+	// node that loses joins.
 	// First start. The admin token is written before the genesis entry, so
 	// that a crash in between leaves a token that a restart reuses.
 	tokPath := n.path(AdminKeyFile)
@@ -368,7 +456,15 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	// checked by the fold that follows.
 	n.genesis.Store(true)
 	defer n.genesis.Store(false)
-	if _, err := n.Ledger.Append(ctx, api.SystemLog, []ledger.Submitted{{Event: pe, KeyID: spec.ID, Auth: entry.AuthSignature, Sig: sig}}); err != nil {
+	if _, err := n.Ledger.AppendAt(ctx, api.SystemLog, 0, []ledger.Submitted{{Event: pe, KeyID: spec.ID, Auth: entry.AuthSignature, Sig: sig}}); err != nil {
+		if errors.Is(err, ledger.ErrConflict) {
+			// Another node wrote the genesis entry first: this node's admin
+			// token was never registered and is removed.
+			n.genesis.Store(false)
+			os.Remove(tokPath)
+			n.Config.Logger.Info("joined a store that another node initialised")
+			return n.fold(ctx)
+		}
 		return fmt.Errorf("writing the genesis entry: %w", err)
 	}
 	if err := n.fold(ctx); err != nil {
@@ -381,11 +477,18 @@ func (n *Node) bootstrap(ctx context.Context) error {
 
 // fold rebuilds the registry from _system's lifecycle entries.
 func (n *Node) fold(ctx context.Context) error {
-	reg, err := Fold(ctx, n.Store)
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	return n.foldLocked(ctx)
+}
+
+func (n *Node) foldLocked(ctx context.Context) error {
+	reg, size, err := fold(ctx, n.Store)
 	if err != nil {
 		return err
 	}
 	n.Registry.Replace(reg)
+	n.sysApplied = size
 	return nil
 }
 
@@ -395,28 +498,36 @@ func Fold(ctx context.Context, st interface {
 	Log(ctx context.Context, name string) (store.LogInfo, error)
 	ReadEntries(ctx context.Context, log string, start, end int64) ([][]byte, error)
 }) (*keys.Registry, error) {
+	reg, _, err := fold(ctx, st)
+	return reg, err
+}
+
+func fold(ctx context.Context, st interface {
+	Log(ctx context.Context, name string) (store.LogInfo, error)
+	ReadEntries(ctx context.Context, log string, start, end int64) ([][]byte, error)
+}) (*keys.Registry, int64, error) {
 	reg := keys.NewRegistry()
 	li, err := st.Log(ctx, api.SystemLog)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for start := int64(0); start < li.Size; start += 1000 {
 		es, err := st.ReadEntries(ctx, api.SystemLog, start, min(start+1000, li.Size))
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		for i, data := range es {
 			idx := start + int64(i)
 			ev, err := SystemEvent(data)
 			if err != nil {
-				return nil, fmt.Errorf("_system entry %d: %w", idx, err)
+				return nil, 0, fmt.Errorf("_system entry %d: %w", idx, err)
 			}
 			if err := reg.Apply(ev); err != nil {
-				return nil, fmt.Errorf("_system entry %d: %w", idx, err)
+				return nil, 0, fmt.Errorf("_system entry %d: %w", idx, err)
 			}
 		}
 	}
-	return reg, nil
+	return reg, li.Size, nil
 }
 
 // SystemEvent decodes a _system entry into what the registry folds.

@@ -128,10 +128,14 @@ func (s *Server) changeKey(w http.ResponseWriter, r *http.Request, c *call) erro
 	return nil
 }
 
-// applyRecorded folds a just-recorded _system entry into the registry. If
+// applyRecorded folds a just-recorded _system entry into the registry (with
+// Sync: every _system entry not yet folded, other nodes' included). If
 // that fails (the registry moved between check and commit), the registry
 // is rebuilt from _system, which is the truth.
 func (s *Server) applyRecorded(data []byte) error {
+	if s.cfg.Sync != nil {
+		return s.cfg.Sync(context.Background())
+	}
 	e, err := entry.Parse(data)
 	if err != nil {
 		return err

@@ -41,6 +41,10 @@ type Config struct {
 	Now          func() time.Time
 	// Refold rebuilds Registry from _system (used if they ever diverge).
 	Refold func(context.Context) error
+	// Sync, if set, folds into Registry the _system entries recorded since
+	// its last fold (this node's and other nodes'); the server calls it
+	// after recording a key change instead of applying the entry itself.
+	Sync func(context.Context) error
 }
 
 // Server serves HTTP API v1.

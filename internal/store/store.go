@@ -104,14 +104,27 @@ type Store interface {
 
 // Sequencing is implemented by stores that several vellum nodes share
 // (postgres). Before it decides a round, a node's sequencer takes the log's
-// lock; it releases it after the round's Append has returned. Lock answers
-// the log's stored size once the lock is held, so a sequencer whose state is
-// older (another node committed since) reloads it first. The lock ends with
-// the node: a killed node's lock is released by the database, and another
-// node takes over at once. Append still refuses a batch whose OldSize is not
-// the stored size, so a node that lost its lock cannot fork the log.
+// lock; it releases it (Lease.Unlock) after the round's Append has returned.
+// The lease carries the log's stored size once the lock is held, so a
+// sequencer whose state is older (another node committed since) reloads it
+// first, and the database's clock, so that every node stamps received times
+// from one clock. The lock ends with the node: a killed node's lock is
+// released by the database, and another node takes over at once. Append
+// still refuses a batch whose OldSize is not the stored size, so a node that
+// lost its lock cannot fork the log.
+//
+// The lock of the _system log (api.SystemLog) also excludes the locks of
+// every other log: a key's revocation or update is ordered against every
+// round of every node, which catches up with _system under its lock.
 type Sequencing interface {
-	Lock(ctx context.Context, log string) (size int64, unlock func(), err error)
+	Lock(ctx context.Context, log string) (Lease, error)
+}
+
+// Lease is a held sequencer lock.
+type Lease struct {
+	Size   int64     // the log's stored size
+	Now    time.Time // the database's clock when the lock was taken
+	Unlock func()
 }
 
 // Change is a commit seen in a shared store: log now has at least Size
