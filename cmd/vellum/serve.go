@@ -165,4 +165,3 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	log.Info("stopped")
 	return nil
 }
-

@@ -85,15 +85,15 @@ type Config struct {
 	// Admit, if set, decides whether a new event may be recorded with the
 	// given received time; the sequencer calls it for every new event at
 	// its round's time. Without it, the key is resolved again at that time.
-	Admit      func(log string, ev *Submitted, received time.Time) error
+	Admit func(log string, ev *Submitted, received time.Time) error
 	// BeforeRound, if set, runs at the start of every round, after the
 	// log's lock is taken on a shared store (the node catches up with
 	// _system there, so every node admits events against the same keys).
 	BeforeRound func(ctx context.Context, log string) error
 	QueueLimit  int // events waiting per log before appends get ErrOverloaded (default 65536)
-	MaxRound   int // events per commit at most (default 8192)
-	Logger     *slog.Logger
-	Now        func() time.Time
+	MaxRound    int // events per commit at most (default 8192)
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Ledger owns the sequencers of all logs.

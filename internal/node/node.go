@@ -103,15 +103,15 @@ type Node struct {
 	vkey     string
 	priv     ed25519.PrivateKey
 
-	genesis   atomic.Bool // the genesis entry is being written
-	shared    bool        // the store is shared with other nodes (store.Sequencing)
+	genesis atomic.Bool // the genesis entry is being written
+	shared  bool        // the store is shared with other nodes (store.Sequencing)
 
 	regMu      sync.Mutex // serializes registry catch-up
 	sysApplied int64      // _system entries folded into the registry
-	closeOnce sync.Once
-	closeErr  error
-	stopBG    context.CancelFunc
-	bg        sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
+	stopBG     context.CancelFunc
+	bg         sync.WaitGroup
 }
 
 // expiryLoop records key expiries in _system as they happen (every
