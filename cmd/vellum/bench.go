@@ -104,6 +104,7 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 	batchSize := fs.Int("batch-size", api.MaxBatch, "events per request in the batch workload (1-1000)")
 	maxEvents := fs.Int("max-events", defaultMaxEvents, "pre-signed events per workload at most; a workload stops early when they run out")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
+	urls := fs.String("urls", "", "comma-separated URLs of several nodes sharing one database: producer i sends to node i mod n (default: --url)")
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
 	}
@@ -153,18 +154,27 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 	hc := benchHTTPClient(maxProd)
 	defer hc.CloseIdleConnections()
 	// No retries: a refused or failed request is counted, not hidden.
-	c, err := client.New(m.serverURL(), tok, client.WithHTTPClient(hc), client.WithRetries(0))
-	if err != nil {
-		return errorf("set VELLUM_URL to the server's URL, for example "+defaultURL, "%v", err)
+	targets := []string{m.serverURL()}
+	if *urls != "" {
+		targets = strings.Split(*urls, ",")
 	}
+	var cs []*client.Client
+	for _, u := range targets {
+		c, err := client.New(strings.TrimSpace(u), tok, client.WithHTTPClient(hc), client.WithRetries(0))
+		if err != nil {
+			return errorf("set VELLUM_URL (or --urls) to the server's URL, for example "+defaultURL, "%v", err)
+		}
+		cs = append(cs, c)
+	}
+	c := cs[0]
 	if _, err := c.CreateLog(ctx, *logName); err != nil {
 		var ae *client.Error
 		if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
 			return fmt.Errorf("creating log %q: %w", *logName, err)
 		}
 	}
-	b := &bencher{m: m, c: c, log: *logName, run: randHex(4)}
-	rep := benchReport{URL: m.serverURL(), Log: *logName, GoMaxProc: runtime.GOMAXPROCS(0), Note: benchNote}
+	b := &bencher{m: m, c: c, cs: cs, log: *logName, run: randHex(4)}
+	rep := benchReport{URL: strings.Join(targets, ","), Log: *logName, GoMaxProc: runtime.GOMAXPROCS(0), Note: benchNote}
 	for _, w := range wls {
 		r, err := b.workload(ctx, w, *duration, *maxEvents)
 		if err != nil {
@@ -203,6 +213,7 @@ func (m *Main) progress(format string, args ...any) {
 type bencher struct {
 	m   *Main
 	c   *client.Client
+	cs  []*client.Client // producer p sends to cs[p % len(cs)]
 	log string
 	run string // random per invocation: event ids never repeat across runs
 
@@ -318,7 +329,7 @@ func (b *bencher) drive(ctx context.Context, w benchWorkload, pool [][]api.Signe
 				}
 				evs := pool[i]
 				t0 := time.Now()
-				receipts, err := b.c.AppendSigned(ctx, b.log, evs)
+				receipts, err := b.cs[p%len(b.cs)].AppendSigned(ctx, b.log, evs)
 				el := time.Since(t0)
 				st.requests++
 				if err != nil {
