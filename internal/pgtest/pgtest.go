@@ -316,9 +316,13 @@ func serverEnv() []string {
 	return env
 }
 
-// findBin finds the directory holding initdb and postgres: Debian's
-// /usr/lib/postgresql/<version>/bin (the newest), then pg_config --bindir,
-// then PATH.
+// BinEnv names an environment variable that, when set, is the only
+// directory searched for initdb and postgres.
+const BinEnv = "VELLUM_PG_BIN"
+
+// findBin finds the directory holding initdb and postgres: $VELLUM_PG_BIN
+// if set, else Debian's /usr/lib/postgresql/<version>/bin (the newest),
+// then pg_config --bindir, then PATH.
 func findBin() (string, error) {
 	ok := func(dir string) bool {
 		for _, b := range []string{"initdb", "postgres"} {
@@ -327,6 +331,12 @@ func findBin() (string, error) {
 			}
 		}
 		return true
+	}
+	if d := os.Getenv(BinEnv); d != "" {
+		if ok(d) {
+			return d, nil
+		}
+		return "", fmt.Errorf("%w in %s=%s", ErrNoPostgres, BinEnv, d)
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })

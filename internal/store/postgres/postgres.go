@@ -535,10 +535,10 @@ func checkBatch(b *store.Batch) error {
 }
 
 // Append implements store.Store: one transaction that locks the log's row,
-// checks the stored size against b.OldSize, inserts everything with one
-// statement per table (all sent in one round trip) and notifies the other
-// nodes; it returns after the commit, which synchronous_commit = on makes
-// durable.
+// checks the stored size against b.OldSize, inserts everything (COPY for
+// entries and hashes, one INSERT from arrays per other table) and notifies
+// the other nodes; it returns after the commit, which synchronous_commit =
+// on makes durable.
 func (s *Store) Append(ctx context.Context, b *store.Batch) error {
 	if b == nil {
 		return errors.New("postgres: nil batch")
@@ -571,19 +571,25 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) error {
 		return fmt.Errorf("%w: log %q has size %d, batch expects %d", store.ErrUnavailable, b.Log, size, b.OldSize)
 	}
 
-	var ins pgx.Batch
+	// Entries and hashes, the bulk of a batch, go by COPY (half the time of
+	// an INSERT from arrays for entries of a few KiB); the rest follows in
+	// one round trip.
 	n := int64(len(b.Entries))
 	if n > 0 {
-		ins.Queue(`INSERT INTO entries (log, idx, data) SELECT $1, $2 + u.i - 1, u.d FROM unnest($3::bytea[]) WITH ORDINALITY AS u(d, i)`, id, b.OldSize, b.Entries)
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"entries"}, []string{"log", "idx", "data"}, pgx.CopyFromSlice(len(b.Entries), func(i int) ([]any, error) {
+			return []any{id, b.OldSize + int64(i), b.Entries[i]}, nil
+		})); err != nil {
+			return wrap(err)
+		}
 	}
 	if len(b.Hashes) > 0 {
-		ids := make([]int64, len(b.Hashes))
-		hs := make([][]byte, len(b.Hashes))
-		for i := range b.Hashes {
-			ids[i], hs[i] = b.Hashes[i].ID, b.Hashes[i].Hash[:]
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"hashes"}, []string{"log", "id", "hash"}, pgx.CopyFromSlice(len(b.Hashes), func(i int) ([]any, error) {
+			return []any{id, b.Hashes[i].ID, b.Hashes[i].Hash[:]}, nil
+		})); err != nil {
+			return wrap(err)
 		}
-		ins.Queue(`INSERT INTO hashes (log, id, hash) SELECT $1, u.id, u.h FROM unnest($2::bigint[], $3::bytea[]) AS u(id, h)`, id, ids, hs)
 	}
+	var ins pgx.Batch
 	if len(b.IDs) > 0 {
 		keys, evs, idxs, hs := make([]string, len(b.IDs)), make([]string, len(b.IDs)), make([]int64, len(b.IDs)), make([][]byte, len(b.IDs))
 		for i := range b.IDs {

@@ -654,7 +654,7 @@ func searchFilters() []index.Filter {
 func (h *harness) testSearch(t *testing.T) {
 	s, _ := h.store(t)
 	fx := newFixture("search", 6)
-	fx.fill(t, s, true, 100, 100, 1, 99, 100)
+	fx.fill(t, s, true, 100, 1, 99, 60)
 	other := newFixture("other", 7) // the same values in another log
 	other.fill(t, s, true, 50)
 	n := fx.size()
@@ -663,7 +663,7 @@ func (h *harness) testSearch(t *testing.T) {
 			f.Oldest = oldest
 			f.Limit = 50
 			h.checkSearch(t, fx, s, f, n)
-			f.Limit = 7
+			f.Limit = 23
 			h.checkSearch(t, fx, s, f, n-37) // bounded by a size below the log's
 			// The first page at limit 1 and whether more follows.
 			f.Limit, f.After = 1, -1

@@ -32,7 +32,7 @@ CREATE TABLE entries (
 	idx  bigint NOT NULL,
 	data bytea NOT NULL,
 	PRIMARY KEY (log, idx)
-);
+) WITH (toast_tuple_target = 8160);
 
 -- golang.org/x/mod/sumdb/tlog stored hashes.
 CREATE TABLE hashes (
@@ -122,4 +122,4 @@ CREATE TABLE search_text (
 	words tsvector NOT NULL,
 	PRIMARY KEY (log, idx)
 );
-CREATE INDEX search_text_words ON search_text USING gin (words);
+CREATE INDEX search_text_words ON search_text USING gin (words) WITH (gin_pending_list_limit = 1024);
