@@ -74,7 +74,7 @@ func TestSearchPlans(t *testing.T) {
 		{index.Filter{Target: "77", TargetType: "user", Text: "common"}, "search_targets_pkey"},
 		{index.Filter{ActionPrefix: "svc1.", Target: "77"}, "search_targets_pkey"},
 		{index.Filter{Actor: "user-7", Target: "77"}, "search_actor"},
-		{index.Filter{Text: "rare5"}, "search_text_words"},    // rare: the GIN index
+		{index.Filter{Text: "rare5"}, "search_text_words"},     // rare: the GIN index
 		{index.Filter{Text: "req 12345"}, "search_text_words"}, // rare together
 		{index.Filter{Text: "common"}, "search_text_pkey"},     // everywhere: walk in order, stop at the limit
 		{index.Filter{Text: "rare5", Outcome: "failure"}, "search_text_words"},

@@ -96,12 +96,16 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		app = "vellum"
 	}
 	rp["application_name"] = app
-	// A commit returns only once it is durable, whatever the server's or the
-	// role's default (Append sets it for its transaction as well).
-	rp["synchronous_commit"] = "on"
-	// Search statements are planned for their actual values (a rare actor
-	// and a common one want different plans), never with a generic plan.
-	rp["plan_cache_mode"] = "force_custom_plan"
+	// Session settings, by SET rather than as startup parameters, which
+	// poolers such as PgBouncer refuse. A commit returns only once it is
+	// durable, whatever the server's or the role's default (Append sets it
+	// for its transaction as well). Search statements are planned for their
+	// actual values (a rare actor and a common one want different plans),
+	// never with a generic plan.
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `SET synchronous_commit = on; SET plan_cache_mode = force_custom_plan`)
+		return err
+	}
 
 	lockCfg := cfg.Copy()
 	lockCfg.MaxConns = o.maxLocks

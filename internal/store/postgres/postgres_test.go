@@ -452,3 +452,16 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("Append on a closed store: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestSessionSettings: every connection of the pool commits durably and
+// plans searches for their actual values.
+func TestSessionSettings(t *testing.T) {
+	db := newTestDB(t)
+	s := open(t, db.app)
+	for name, want := range map[string]string{"synchronous_commit": "on", "plan_cache_mode": "force_custom_plan", "application_name": "vellum"} {
+		var got string
+		if err := s.pool.QueryRow(ctx, "SHOW "+name).Scan(&got); err != nil || got != want {
+			t.Errorf("SHOW %s = %q, %v; want %q", name, got, err, want)
+		}
+	}
+}

@@ -164,7 +164,7 @@ func (fx *fixture) next(n int, docs bool) *store.Batch {
 			b.IDs = append(b.IDs, store.Dedup{KeyID: key, EventID: fmt.Sprintf("ev-%d", idx), Index: idx, EventHash: h})
 		}
 		if idx%2 == 0 {
-			b.Seqs = append(b.Seqs, store.Dedup{KeyID: key, Source: sources[idx%2], Seq: 10 * idx, Index: idx, EventHash: h})
+			b.Seqs = append(b.Seqs, store.Dedup{KeyID: key, Source: sources[(idx/2)%2], Seq: 10 * idx, Index: idx, EventHash: h})
 		}
 		if docs {
 			b.Docs = append(b.Docs, fx.doc(idx))
