@@ -4,9 +4,11 @@ go 1.26.8
 
 require (
 	github.com/dunglas/httpsfv v1.0.2
+	github.com/jackc/pgx/v5 v5.7.5
 	github.com/transparency-dev/merkle v0.0.2
 	github.com/yaronf/httpsign v0.4.1
 	golang.org/x/mod v0.30.0
+	golang.org/x/text v0.30.0
 	modernc.org/sqlite v1.40.1
 )
 
@@ -15,6 +17,9 @@ require (
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/goccy/go-json v0.10.3 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/puddle/v2 v2.2.2 // indirect
 	github.com/lestrrat-go/blackmagic v1.0.4 // indirect
 	github.com/lestrrat-go/dsig v1.0.0 // indirect
 	github.com/lestrrat-go/dsig-secp256k1 v1.0.0 // indirect
@@ -33,6 +38,7 @@ require (
 	github.com/valyala/fastjson v1.6.4 // indirect
 	golang.org/x/crypto v0.43.0 // indirect
 	golang.org/x/exp v0.0.0-20250620022241-b7579e27df2b // indirect
+	golang.org/x/sync v0.17.0 // indirect
 	golang.org/x/sys v0.37.0 // indirect
 	modernc.org/libc v1.66.10 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
