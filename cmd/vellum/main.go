@@ -78,6 +78,7 @@ Usage: vellum <command> [flags]
 Server:
   serve       run the server (first start creates the data directory and keys)
   init        create the data directory, server key and admin key, then exit
+  migrate     apply the PostgreSQL schema migrations (--postgres URL), then exit
 
 Logs and entries:
   logs create NAME | logs list
@@ -105,6 +106,7 @@ Environment:
   VELLUM_URL   server URL (default http://127.0.0.1:7070)
   VELLUM_KEY   provisioning key token (or --key-file FILE)
   VELLUM_VERIFIER_KEY  trusted checkpoint verifier key (default: the state file)
+  VELLUM_POSTGRES      PostgreSQL URL for serve and migrate (default: SQLite in --data)
 
 Run 'vellum <command> -h' for a command's flags.
 `
@@ -127,6 +129,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.serve(ctx, rest)
 	case "init":
 		return m.init(ctx, rest)
+	case "migrate":
+		return m.migrate(ctx, rest)
 	case "logs":
 		return m.logs(ctx, rest)
 	case "append":

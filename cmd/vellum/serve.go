@@ -17,12 +17,14 @@ import (
 
 type serveFlags struct {
 	data, listen, name, logLevel, logFormat string
+	postgres                                string
 }
 
 func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
 	f := &serveFlags{}
 	fs.StringVar(&f.data, "data", "vellum-data", "data directory (created on first start)")
 	fs.StringVar(&f.name, "name", "", "origin prefix of this server's checkpoints, fixed at first start (default vellum.local/<random>)")
+	fs.StringVar(&f.postgres, "postgres", m.Getenv("VELLUM_POSTGRES"), "PostgreSQL URL (env VELLUM_POSTGRES): store the logs there instead of in --data's SQLite file;\nthe keys stay in --data (copy config.json and server.key to every node); see docs/postgres.md")
 	if withListen {
 		fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "address to listen on")
 		fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -74,9 +76,15 @@ func (m *Main) openNode(ctx context.Context, f *serveFlags, log *slog.Logger) (*
 			return nil, usageError("", "%v", err)
 		}
 	}
-	n, err := node.Open(ctx, node.Config{Dir: f.data, OriginPrefix: f.name, Version: version, Logger: log})
+	cfg := node.Config{Dir: f.data, OriginPrefix: f.name, Version: version, Logger: log}
+	where := f.data
+	if f.postgres != "" {
+		cfg.OpenStore = m.openPostgres(f.postgres)
+		where = f.data + " with " + redactURL(f.postgres)
+	}
+	n, err := node.Open(ctx, cfg)
 	if err != nil {
-		return nil, errorf("check --data; the server refuses to start on a data directory it cannot vouch for", "opening %s: %v", f.data, err)
+		return nil, errorf("check --data (and --postgres); the server refuses to start on data it cannot vouch for", "opening %s: %v", where, err)
 	}
 	if n.Init.Created {
 		fmt.Fprintf(m.Stderr, "vellum: created %s: server key %s, admin key written once to %s (mode 0600)\n",
@@ -88,7 +96,7 @@ func (m *Main) openNode(ctx context.Context, f *serveFlags, log *slog.Logger) (*
 }
 
 func (m *Main) init(ctx context.Context, args []string) error {
-	fs := m.newFlagSet("init", "init [--data DIR] [--name ORIGIN-PREFIX]")
+	fs := m.newFlagSet("init", "init [--data DIR] [--postgres URL] [--name ORIGIN-PREFIX]")
 	f := m.serverFlags(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
@@ -111,7 +119,7 @@ func helpOK(err error) error {
 }
 
 func (m *Main) serve(ctx context.Context, args []string) error {
-	fs := m.newFlagSet("serve", "serve [--data DIR] [--listen ADDR] [--name ORIGIN-PREFIX]")
+	fs := m.newFlagSet("serve", "serve [--data DIR] [--postgres URL] [--listen ADDR] [--name ORIGIN-PREFIX]")
 	f := m.serverFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)

@@ -267,10 +267,11 @@ func TestLockReleasedWithSession(t *testing.T) {
 	if err := s1.CreateLog(ctx, "l", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	_, unlock1, err := s1.Lock(ctx, "l")
+	l1, err := s1.Lock(ctx, "l")
 	if err != nil {
 		t.Fatal(err)
 	}
+	unlock1 := l1.Unlock
 	conn, err := pgx.Connect(ctx, db.app)
 	if err != nil {
 		t.Fatal(err)
@@ -286,17 +287,18 @@ func TestLockReleasedWithSession(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, unlock2, err := s2.Lock(wctx, "l")
+	l2, err := s2.Lock(wctx, "l")
+	unlock2 := l2.Unlock
 	if err != nil {
 		t.Fatalf("Lock after the holder's session was terminated: %v", err)
 	}
 	unlock1() // the dead session's unlock fails quietly and drops the connection
 	unlock2()
-	_, unlock1, err = s1.Lock(wctx, "l")
+	l1, err = s1.Lock(wctx, "l")
 	if err != nil {
 		t.Fatalf("Lock again on the first store: %v", err)
 	}
-	unlock1()
+	l1.Unlock()
 	if err := s1.Append(ctx, &store.Batch{Log: "l", Entries: [][]byte{[]byte("e")}, Checkpoint: []byte("cp")}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,57 +8,75 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/store"
 )
 
 // What several nodes sharing one database need: a lock per log for its
 // sequencer, and word of each other's commits.
 
-// Lock implements store.Sequencing: a session-level advisory lock, keyed on
-// a hash of the log's name, taken on a connection of the lock pool and held
-// with it until unlock. Waiting for it respects ctx. If the node dies, or
-// its connection does, PostgreSQL ends the session and releases the lock,
-// and the next node waiting gets it.
+// Lock implements store.Sequencing: session-level advisory locks, taken on
+// a connection of the lock pool and held with it until unlock. Waiting for
+// them respects ctx. If the node dies, or its connection does, PostgreSQL
+// ends the session and releases the locks, and the next node waiting gets
+// them.
+//
+// Two locks are taken, always in this order (so no two callers can wait
+// for each other): the registry lock, shared by every log's sequencer and
+// exclusive for _system's, then the log's own lock, keyed on a hash of its
+// name. So a key change in _system is ordered against every round of every
+// node: the rounds that started before it have committed, and the rounds
+// after it see it (the node catches up with _system under its lock).
+//
+// The lease carries the stored size and the database's clock, read once the
+// locks are held: every node stamps received times from that one clock.
 //
 // A commit does not depend on the lock for safety: Append checks the
 // stored size in its own transaction, so a node that lost its lock without
 // noticing cannot fork the log; the lock keeps nodes from wasting rounds.
-func (s *Store) Lock(ctx context.Context, log string) (int64, func(), error) {
+func (s *Store) Lock(ctx context.Context, log string) (store.Lease, error) {
 	id, err := s.id(ctx, log)
 	if err != nil {
-		return 0, nil, err
+		return store.Lease{}, err
 	}
 	c, err := s.locks.Acquire(ctx)
 	if err != nil {
-		return 0, nil, wrap(err)
+		return store.Lease{}, wrap(err)
 	}
-	key := lockKey("log " + log)
-	// If ctx ends while PostgreSQL is still waiting for the lock, pgx
-	// closes the connection, which ends the wait: the session that might
-	// have got the lock is gone.
-	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
-		discard(c)
-		return 0, nil, wrap(err)
+	reg := `SELECT pg_advisory_lock_shared($1)`
+	if log == api.SystemLog {
+		reg = `SELECT pg_advisory_lock($1)`
 	}
-	var size int64
-	if err := c.QueryRow(ctx, `SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE log = $1`, id).Scan(&size); err != nil {
-		discard(c) // ends the session, so releases the lock
-		return 0, nil, wrap(err)
+	// If ctx ends while PostgreSQL is still waiting for a lock, pgx closes
+	// the connection, which ends the wait: the session that might have got
+	// the lock is gone.
+	for _, q := range []struct {
+		sql string
+		key int64
+	}{{reg, lockKey("registry")}, {`SELECT pg_advisory_lock($1)`, lockKey("log " + log)}} {
+		if _, err := c.Exec(ctx, q.sql, q.key); err != nil {
+			discard(c)
+			return store.Lease{}, wrap(err)
+		}
+	}
+	l := store.Lease{}
+	if err := c.QueryRow(ctx, `SELECT COALESCE(MAX(size), 0), clock_timestamp() FROM checkpoints WHERE log = $1`, id).Scan(&l.Size, &l.Now); err != nil {
+		discard(c) // ends the session, so releases the locks
+		return store.Lease{}, wrap(err)
 	}
 	var once sync.Once
-	unlock := func() {
+	l.Unlock = func() {
 		once.Do(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			var released bool
-			if err := c.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, key).Scan(&released); err != nil || !released {
+			if _, err := c.Exec(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
 				discard(c)
 				return
 			}
 			c.Release()
 		})
 	}
-	return size, unlock, nil
+	return l, nil
 }
 
 // discard closes a lock connection instead of returning it to the pool:

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/index"
 	"github.com/vellum-audit/vellum/internal/store"
 )
@@ -857,21 +858,25 @@ func (h *harness) testLock(t *testing.T) {
 	other := newFixture("free", 15)
 	other.fill(t, s1, false)
 
-	size, unlock1, err := seq1.Lock(ctx, fx.log)
-	if err != nil || size != 10 {
-		t.Fatalf("Lock = %d, %v; want 10", size, err)
+	lease1, err := seq1.Lock(ctx, fx.log)
+	if err != nil || lease1.Size != 10 {
+		t.Fatalf("Lock = %d, %v; want 10", lease1.Size, err)
 	}
+	if d := time.Since(lease1.Now); lease1.Now.IsZero() || d > time.Minute || d < -time.Minute {
+		t.Errorf("lease clock %v, want the database's clock (about now)", lease1.Now)
+	}
+	unlock1 := lease1.Unlock
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, _, err = seq2.Lock(short, fx.log)
+	_, err = seq2.Lock(short, fx.log)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("second Lock while held: %v, want context.DeadlineExceeded", err)
 	}
-	_, unlockOther, err := seq2.Lock(ctx, other.log)
+	leaseOther, err := seq2.Lock(ctx, other.log)
 	if err != nil {
 		t.Fatalf("Lock of another log while the first is held: %v", err)
 	}
-	unlockOther()
+	leaseOther.Unlock()
 
 	type result struct {
 		size   int64
@@ -880,8 +885,8 @@ func (h *harness) testLock(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		size, unlock, err := seq2.Lock(ctx, fx.log)
-		got <- result{size, unlock, err}
+		l, err := seq2.Lock(ctx, fx.log)
+		got <- result{l.Size, l.Unlock, err}
 	}()
 	select {
 	case r := <-got:
@@ -904,9 +909,41 @@ func (h *harness) testLock(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("second Lock still waiting after unlock")
 	}
-	if _, _, err := seq1.Lock(ctx, "missing"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := seq1.Lock(ctx, "missing"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Lock of a missing log: %v, want ErrNotFound", err)
 	}
+
+	// _system's lock excludes every other log's lock, both ways: a key
+	// change is ordered against every round of every node.
+	sys := newFixture(api.SystemLog, 16)
+	sys.fill(t, s1, false)
+	held, err := seq1.Lock(ctx, other.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = seq2.Lock(short, api.SystemLog)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("_system's Lock while another log's is held: %v, want context.DeadlineExceeded", err)
+	}
+	held.Unlock()
+	sysLease, err := seq2.Lock(ctx, api.SystemLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = seq1.Lock(short, fx.log)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a log's Lock while _system's is held: %v, want context.DeadlineExceeded", err)
+	}
+	sysLease.Unlock()
+	l, err := seq1.Lock(ctx, fx.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
 }
 
 // Changes collects what a Watch reports.
