@@ -59,6 +59,7 @@ type child struct {
 	t    *testing.T
 	args []string
 	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
 	addr string
 	logs *syncBuffer
 }
@@ -104,6 +105,7 @@ func (c *child) start() {
 		t.Fatal(err)
 	}
 	c.cmd = cmd
+	c.done = make(chan struct{})
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -113,9 +115,13 @@ func (c *child) start() {
 			}
 		}
 		io.Copy(io.Discard, out)
+		cmd.Wait()
+		close(c.done)
 	}()
 	select {
 	case c.addr = <-ready:
+	case <-c.done:
+		t.Fatalf("vellum %v exited:\n%s", c.args, c.logs.String())
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("vellum %v did not start:\n%s", c.args, c.logs.String())
@@ -126,9 +132,9 @@ func (c *child) url() string { return "http://" + c.addr }
 
 // kill sends SIGKILL: no shutdown, no flush, the process is gone.
 func (c *child) kill() {
-	if c.cmd != nil && c.cmd.ProcessState == nil {
+	if c.cmd != nil {
 		c.cmd.Process.Signal(syscall.SIGKILL)
-		c.cmd.Wait()
+		<-c.done
 	}
 }
 
@@ -163,6 +169,9 @@ func TestMultiNodeKill(t *testing.T) {
 	ownerURL, appURL := pgtest.NewDB(t)
 	ctx := context.Background()
 	if err := postgres.Migrate(ctx, ownerURL); err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.Grant(ctx, ownerURL, pgtest.App); err != nil {
 		t.Fatal(err)
 	}
 	base := t.TempDir()
