@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -44,7 +43,7 @@ func startNode(t *testing.T, dir string) (url string, adminToken string, stop fu
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
-	n, err := node.Open(ctx, node.Config{Dir: dir, OriginPrefix: testOriginPrefix, Version: "test", Logger: logger})
+	n, err := node.Open(ctx, node.Config{Dir: dir, OriginPrefix: testOriginPrefix, Version: "test", Logger: logger, OpenStore: storeOpener(t, dir)})
 	if err != nil {
 		t.Fatalf("node.Open(%s): %v", dir, err)
 	}
@@ -822,53 +821,17 @@ func TestTamper(t *testing.T) {
 	mustAppend(t, c, "tamper", evs...)
 	stop()
 
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "vellum.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var logID int64
-	if err := db.QueryRow(`SELECT id FROM logs WHERE name = 'tamper'`).Scan(&logID); err != nil {
-		t.Fatal(err)
-	}
-	var data []byte
-	if err := db.QueryRow(`SELECT data FROM entries WHERE log = ? AND idx = 7`, logID).Scan(&data); err != nil {
-		t.Fatal(err)
-	}
-	// The store's triggers refuse changes.
-	for _, tc := range []struct{ name, q, want string }{
-		{"update", `UPDATE entries SET data = data WHERE log = ? AND idx = 7`, "vellum: entries is append-only: update refused"},
-		{"delete", `DELETE FROM entries WHERE log = ? AND idx = 7`, "vellum: entries is append-only: delete refused"},
-		{"hashes update", `UPDATE hashes SET hash = hash WHERE log = ?`, "vellum: hashes is append-only: update refused"},
-		{"checkpoints delete", `DELETE FROM checkpoints WHERE log = ?`, "vellum: checkpoints is append-only: delete refused"},
-	} {
-		_, err := db.Exec(tc.q, logID)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
-		}
-	}
-
-	// Drop the trigger and change one byte of entry 7's actor id.
+	// Change one byte of entry 7's actor id behind the server's back.
 	old := []byte(`"actor":{"id":"user-a07"`)
-	i := bytes.Index(data, old)
-	if i < 0 {
-		t.Fatalf("entry 7 %s lacks %s", data, old)
-	}
-	forged := bytes.Clone(data)
-	forged[i+len(`"actor":{"id":"user-`)] = 'b'
-	if _, err := db.Exec(`DROP TRIGGER entries_no_update`); err != nil {
-		t.Fatal(err)
-	}
-	res, err := db.Exec(`UPDATE entries SET data = ? WHERE log = ? AND idx = 7`, forged, logID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		t.Fatalf("UPDATE changed %d rows", n)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	forged := tamperEntry(t, dir, "tamper", 7, func(data []byte) []byte {
+		i := bytes.Index(data, old)
+		if i < 0 {
+			t.Fatalf("entry 7 %s lacks %s", data, old)
+		}
+		f := bytes.Clone(data)
+		f[i+len(`"actor":{"id":"user-`)] = 'b'
+		return f
+	})
 
 	url, tok, _ = startNode(t, dir)
 	c = newClient(t, url, tok)
@@ -1023,16 +986,7 @@ func TestLogWithoutCheckpoint(t *testing.T) {
 	createLog(t, c, "ok")
 	stop()
 
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "vellum.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`INSERT INTO logs(name, created) VALUES ('half', '2026-01-01T00:00:00Z')`); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	insertBareLog(t, dir, "half")
 
 	url, tok, _ = startNode(t, dir)
 	c = newClient(t, url, tok)

@@ -38,7 +38,6 @@ import (
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
 	"github.com/vellum-audit/vellum/internal/node"
-	"github.com/vellum-audit/vellum/internal/store/sqlite"
 )
 
 // openKeysNode is startNode that also returns the node, for tests that look
@@ -49,7 +48,7 @@ func openKeysNode(t *testing.T, dir string) (n *node.Node, url, adminToken strin
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
-	n, err := node.Open(context.Background(), node.Config{Dir: dir, OriginPrefix: testOriginPrefix, Version: "test", Logger: logger})
+	n, err := node.Open(context.Background(), node.Config{Dir: dir, OriginPrefix: testOriginPrefix, Version: "test", Logger: logger, OpenStore: storeOpener(t, dir)})
 	if err != nil {
 		t.Fatalf("node.Open(%s): %v", dir, err)
 	}
@@ -569,10 +568,7 @@ func forgeEntry(t *testing.T, dir, log string, tok *keys.Token, ev json.RawMessa
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlite.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openStore(t, dir)
 	defer st.Close()
 	l, err := ledger.New(ledger.Config{
 		Store: st, Signer: signer, Verifier: verifier, OriginPrefix: cfg.OriginPrefix,

@@ -246,7 +246,7 @@ func TestSearchProofsAndRebuild(t *testing.T) {
 	before := indexes(t, c, url.Values{"q": {"alpha"}, "limit": {"1000"}})
 	stop()
 	// Rebuild from the log gives the same answers.
-	n, err := node.Open(ctx, node.Config{Dir: dir})
+	n, err := node.Open(ctx, node.Config{Dir: dir, OpenStore: storeOpener(t, dir)})
 	if err != nil {
 		t.Fatal(err)
 	}
