@@ -22,6 +22,7 @@ type cliEnv struct {
 func startCLIServer(t *testing.T) *cliEnv {
 	t.Helper()
 	dir := t.TempDir()
+	args := testStoreArgs(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	var serveErr bytes.Buffer
@@ -29,7 +30,7 @@ func startCLIServer(t *testing.T) *cliEnv {
 		Ready: func(addr string) { ready <- addr }}
 	done := make(chan error, 1)
 	go func() {
-		done <- m.Run(ctx, []string{"serve", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--name", "test.example/cli", "--log-level", "error"})
+		done <- m.Run(ctx, append([]string{"serve", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--name", "test.example/cli", "--log-level", "error"}, args...))
 	}()
 	var addr string
 	select {

@@ -54,6 +54,31 @@ func TestMain(m *testing.M) {
 	pgtest.Main(m)
 }
 
+// testStoreArgs are the serve flags of the store the CLI tests use: none
+// (SQLite in --data) by default; with VELLUM_TEST_STORE=postgres, a fresh
+// database of a throwaway PostgreSQL cluster, as the restricted role.
+func testStoreArgs(t *testing.T) []string {
+	t.Helper()
+	if os.Getenv("VELLUM_TEST_STORE") != "postgres" {
+		return nil
+	}
+	return []string{"--postgres", newPostgresDB(t)}
+}
+
+// newPostgresDB makes a migrated database and returns the app role's URL.
+func newPostgresDB(t *testing.T) string {
+	t.Helper()
+	ownerURL, appURL := pgtest.NewDB(t)
+	ctx := context.Background()
+	if err := postgres.Migrate(ctx, ownerURL); err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.Grant(ctx, ownerURL, pgtest.App); err != nil {
+		t.Fatal(err)
+	}
+	return appURL
+}
+
 // child is a vellum server process.
 type child struct {
 	t    *testing.T
@@ -166,14 +191,8 @@ func copyFile(t *testing.T, from, to string) {
 // verifies entry by entry, every checkpoint any node signed is consistent
 // with the final one, and every tail saw every entry.
 func TestMultiNodeKill(t *testing.T) {
-	ownerURL, appURL := pgtest.NewDB(t)
+	appURL := newPostgresDB(t)
 	ctx := context.Background()
-	if err := postgres.Migrate(ctx, ownerURL); err != nil {
-		t.Fatal(err)
-	}
-	if err := postgres.Grant(ctx, ownerURL, pgtest.App); err != nil {
-		t.Fatal(err)
-	}
 	base := t.TempDir()
 	dirs := make([]string, 3)
 	for i := range dirs {

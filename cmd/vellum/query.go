@@ -182,15 +182,20 @@ func (m *Main) index(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "rebuild" {
 		return usageError("vellum index rebuild --data DIR (with the server stopped)", "index needs the subcommand rebuild")
 	}
-	fs := m.newFlagSet("index rebuild", "index rebuild [--data DIR]")
+	fs := m.newFlagSet("index rebuild", "index rebuild [--data DIR] [--postgres URL]")
 	data := fs.String("data", "vellum-data", "data directory of a stopped server")
+	pg := fs.String("postgres", m.Getenv("VELLUM_POSTGRES"), "PostgreSQL URL (env VELLUM_POSTGRES): rebuild that database's index; stop every node first")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return helpOK(err)
 	}
 	if _, err := os.Stat(*data); err != nil {
 		return errorf("point --data at the server's data directory", "%v", err)
 	}
-	n, err := node.Open(ctx, node.Config{Dir: *data, Logger: discardLogger()})
+	cfg := node.Config{Dir: *data, Logger: discardLogger()}
+	if *pg != "" {
+		cfg.OpenStore = m.openPostgres(*pg)
+	}
+	n, err := node.Open(ctx, cfg)
 	if err != nil {
 		return errorf("stop the server first: the index is rebuilt on the data directory directly", "opening %s: %v", *data, err)
 	}

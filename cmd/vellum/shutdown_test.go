@@ -22,13 +22,14 @@ import (
 // that every acknowledged receipt is there, byte for byte, and verifies.
 func TestGracefulShutdownKeepsAcknowledged(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
+	args := testStoreArgs(t)
 	serve := func() (string, context.CancelFunc, chan error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan string, 1)
 		done := make(chan error, 1)
 		m := &Main{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }, Ready: func(a string) { ready <- a }}
 		go func() {
-			done <- m.Run(ctx, []string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-level", "error"})
+			done <- m.Run(ctx, append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-level", "error"}, args...))
 		}()
 		select {
 		case a := <-ready:
