@@ -50,7 +50,7 @@ for i in $(seq 0 $((nodes - 1))); do
 	mkdir -p "$d"
 	if [ "$i" -gt 0 ]; then cp "$tmp/node0/config.json" "$tmp/node0/server.key" "$d/"; fi
 	port=$((7481 + i))
-	"$bin" serve --data "$d" --postgres "$app" --listen 127.0.0.1:$port --log-level error >"$d/serve.log" 2>&1 &
+	VELLUM_CPUPROFILE=${PROFILE_DIR:+$PROFILE_DIR/node$i.prof} "$bin" serve --data "$d" --postgres "$app" --listen 127.0.0.1:$port --log-level error >"$d/serve.log" 2>&1 &
 	pids="$pids $!"
 	for _ in $(seq 1 100); do
 		if grep -q "verifier key" "$d/serve.log" 2>/dev/null && "$bin" info --url http://127.0.0.1:$port >/dev/null 2>&1; then break; fi

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -148,6 +150,21 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// A diagnostic: VELLUM_CPUPROFILE=FILE writes a Go CPU profile of the
+	// server's whole run, closed at shutdown (for `go tool pprof`).
+	if p := m.Getenv("VELLUM_CPUPROFILE"); p != "" {
+		pf, err := os.Create(p)
+		if err != nil {
+			return errorf("", "VELLUM_CPUPROFILE: %v", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return errorf("", "VELLUM_CPUPROFILE: %v", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
 	}
 	addr := ln.Addr().String()
 	fmt.Fprintf(m.Stderr, "vellum: serving on http://%s (data in %s)\n", addr, f.data)

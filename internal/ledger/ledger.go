@@ -89,7 +89,7 @@ type Config struct {
 	// BeforeRound, if set, runs at the start of every round, after the
 	// log's lock is taken on a shared store (the node catches up with
 	// _system there, so every node admits events against the same keys).
-	BeforeRound func(ctx context.Context, log string) error
+	BeforeRound func(ctx context.Context, log string, lease store.Lease) error
 	QueueLimit  int // events waiting per log before appends get ErrOverloaded (default 65536)
 	MaxRound    int // events per commit at most (default 8192)
 	Logger      *slog.Logger

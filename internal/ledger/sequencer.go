@@ -142,7 +142,8 @@ func (s *sequencer) run() {
 			for {
 				select {
 				case r := <-s.q:
-					s.commit([]*request{r})
+					lease, err := s.lock()
+					s.commit([]*request{r}, lease, err)
 				default:
 					return
 				}
@@ -150,6 +151,9 @@ func (s *sequencer) run() {
 		}
 		round := []*request{first}
 		n := len(first.events)
+		// On a shared store the lock is taken before the round is
+		// gathered: what queued while another node held it joins it.
+		lease, err := s.lock()
 	more:
 		for n < s.l.cfg.MaxRound {
 			select {
@@ -160,8 +164,18 @@ func (s *sequencer) run() {
 				break more
 			}
 		}
-		s.commit(round)
+		s.commit(round, lease, err)
 	}
+}
+
+// lock takes the log's lock on a store that several nodes share (a zero
+// lease otherwise).
+func (s *sequencer) lock() (store.Lease, error) {
+	sq, ok := s.l.cfg.Store.(store.Sequencing)
+	if !ok {
+		return store.Lease{}, nil
+	}
+	return sq.Lock(s.l.ctx, s.log)
 }
 
 // slot is where one event of a request ends up.
@@ -197,7 +211,9 @@ type roundState struct {
 	frontier       map[int64]tlog.Hash // after build: the edge subtree hashes, before and after the round
 }
 
-func (s *sequencer) commit(round []*request) {
+// commit decides, builds and commits one round; lease is the log's lock on
+// a shared store (lerr: taking it failed), released once Append returns.
+func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 	ctx := s.l.ctx
 	defer func() {
 		for _, r := range round {
@@ -210,22 +226,23 @@ func (s *sequencer) commit(round []*request) {
 			r.err = fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 		}
 	}
-	// A store that several nodes share: take the log's lock, and catch up
-	// with what other nodes committed since this sequencer's last round.
-	var lease store.Lease
-	if sq, ok := s.l.cfg.Store.(store.Sequencing); ok {
-		var err error
-		if lease, err = sq.Lock(ctx, s.log); err != nil {
-			fail(err)
-			return
-		}
+	// A store that several nodes share: catch up with what other nodes
+	// committed since this sequencer's last round.
+	if lerr != nil {
+		fail(lerr)
+		return
+	}
+	if lease.Unlock != nil {
 		defer func() {
 			if lease.Unlock != nil {
 				lease.Unlock()
 			}
 		}()
-		if lease.Size != s.base {
-			s.broken = true
+		if lease.Size != s.base && !s.broken {
+			if err := s.catchUp(ctx, lease.Size); err != nil {
+				s.l.cfg.Logger.Warn("catching up with other nodes; reloading", "log", s.log, "err", err)
+				s.broken = true
+			}
 		}
 	}
 	if s.broken {
@@ -250,7 +267,7 @@ func (s *sequencer) commit(round []*request) {
 		rs.received = s.lastReceived
 	}
 	if s.l.cfg.BeforeRound != nil {
-		if err := s.l.cfg.BeforeRound(ctx, s.log); err != nil {
+		if err := s.l.cfg.BeforeRound(ctx, s.log, lease); err != nil {
 			fail(err)
 			return
 		}
@@ -341,6 +358,70 @@ func (s *sequencer) commit(round []*request) {
 			r.receipts[j] = rc
 		}
 	}
+}
+
+// catchUp moves the sequencer's state from base to size, after other
+// nodes' commits, with three reads: the stored checkpoint (its signature
+// checked), the frontier of the tree at size with the last leaf (checked
+// against the checkpoint's root) and the last entry (its received time).
+// Anything else cached is dropped. On an error the caller reloads.
+func (s *sequencer) catchUp(ctx context.Context, size int64) error {
+	st := s.l.cfg.Store
+	cp, err := st.Checkpoint(ctx, s.log)
+	if err != nil {
+		return err
+	}
+	c, err := checkpoint.Open(cp, s.l.cfg.Verifier, s.origin)
+	if err != nil {
+		return fmt.Errorf("stored checkpoint: %w", err)
+	}
+	if c.Size != size || size == 0 {
+		return fmt.Errorf("stored checkpoint has size %d, the lock said %d", c.Size, size)
+	}
+	ids := append(frontierIDs(size), tlog.StoredHashIndex(0, size-1))
+	hs, err := st.ReadHashes(ctx, s.log, ids)
+	if err != nil {
+		return err
+	}
+	cache := make(map[int64]tlog.Hash, len(ids))
+	for i, id := range ids {
+		cache[id] = hs[i]
+	}
+	root, err := tlog.TreeHash(size, tlog.HashReaderFunc(func(want []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(want))
+		for i, id := range want {
+			h, ok := cache[id]
+			if !ok {
+				return nil, fmt.Errorf("tree hash %d not read", id)
+			}
+			out[i] = h
+		}
+		return out, nil
+	}))
+	if err != nil {
+		return err
+	}
+	if root != c.Hash {
+		return fmt.Errorf("stored tree hashes do not match the stored checkpoint of size %d", size)
+	}
+	es, err := st.ReadEntries(ctx, s.log, size-1, size)
+	if err != nil {
+		return err
+	}
+	if len(es) != 1 || entry.LeafHash(es[0]) != cache[tlog.StoredHashIndex(0, size-1)] {
+		return fmt.Errorf("stored entry %d does not match its leaf hash", size-1)
+	}
+	e, err := entry.Parse(es[0])
+	if err != nil {
+		return fmt.Errorf("stored entry %d: %w", size-1, err)
+	}
+	s.base = size
+	s.prevLeaf = cache[tlog.StoredHashIndex(0, size-1)]
+	s.lastReceived = e.ReceivedTime()
+	s.cache = cache
+	s.seqs = map[seqKey]int64{} // other nodes recorded seqs too
+	s.publish(size, cp, root)
+	return nil
 }
 
 func (s *sequencer) reload(ctx context.Context) error {

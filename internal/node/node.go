@@ -163,7 +163,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if n.shared {
 		// Every round catches up with _system under its log's lock, so a
 		// key revoked or changed on another node is refused here too.
-		lc.BeforeRound = func(ctx context.Context, _ string) error { return n.syncRegistry(ctx) }
+		lc.BeforeRound = func(ctx context.Context, _ string, lease store.Lease) error {
+			n.regMu.Lock()
+			current := lease.SystemSize >= 0 && n.sysApplied >= lease.SystemSize
+			n.regMu.Unlock()
+			if current {
+				return nil // no query: the lease says _system has not moved
+			}
+			return n.syncRegistry(ctx)
+		}
 	}
 	n.Ledger, err = ledger.New(lc)
 	if err != nil {

@@ -122,9 +122,13 @@ type Sequencing interface {
 
 // Lease is a held sequencer lock.
 type Lease struct {
-	Size   int64     // the log's stored size
-	Now    time.Time // the database's clock when the lock was taken
-	Unlock func()
+	Size int64     // the log's stored size
+	Now  time.Time // the database's clock when the lock was taken
+	// SystemSize is _system's stored size when the lock was taken: the
+	// node's key registry must have folded that many entries before the
+	// round admits anything (-1: unknown, ask the store).
+	SystemSize int64
+	Unlock     func()
 }
 
 // Change is a commit seen in a shared store: log now has at least Size

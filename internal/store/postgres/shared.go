@@ -60,7 +60,14 @@ func (s *Store) Lock(ctx context.Context, log string) (store.Lease, error) {
 		}
 	}
 	l := store.Lease{}
-	if err := c.QueryRow(ctx, `SELECT COALESCE(MAX(size), 0), clock_timestamp() FROM checkpoints WHERE log = $1`, id).Scan(&l.Size, &l.Now); err != nil {
+	// One statement, after both locks are held: the log's size, the clock,
+	// and _system's size (no _system round can commit while this lock is
+	// held, so the node's registry catch-up needs no query of its own).
+	if err := c.QueryRow(ctx, `SELECT
+		(SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE log = $1),
+		clock_timestamp(),
+		COALESCE((SELECT MAX(c.size) FROM checkpoints c JOIN logs l ON l.id = c.log WHERE l.name = $2), -1)`,
+		id, api.SystemLog).Scan(&l.Size, &l.Now, &l.SystemSize); err != nil {
 		discard(c) // ends the session, so releases the locks
 		return store.Lease{}, wrap(err)
 	}
