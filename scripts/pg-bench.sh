@@ -1,6 +1,9 @@
 #!/bin/sh
 # pg-bench.sh VELLUM_BIN [NODES] [WORKLOAD] [DURATION] [PRODUCERS]
 #
+# READ_LOAD=N adds N readers running `vellum bench search` on the bench log
+# in a loop during the run (reads on the same database as the sequencer).
+#
 # The core workloads on PostgreSQL, on this machine: starts a throwaway
 # PostgreSQL cluster with the durable defaults (fsync on, synchronous
 # commit) on a Unix socket in a temporary directory, creates the owner and
@@ -58,6 +61,13 @@ for i in $(seq 0 $((nodes - 1))); do
 	done
 	urls="$urls${urls:+,}http://127.0.0.1:$port"
 done
-echo "== PostgreSQL ($("$pgbin/postgres" --version)), $nodes node(s): $urls"
-VELLUM_URL=http://127.0.0.1:7481 VELLUM_KEY=$(cat "$tmp/node0/admin.key") "$bin" bench --urls "$urls" \
-	--workload "$workload" --duration "$duration" --producers "$producers" 2>/dev/null
+echo "== PostgreSQL ($("$pgbin/postgres" --version)), $nodes node(s): $urls, ${READ_LOAD:-0} readers"
+export VELLUM_URL=http://127.0.0.1:7481 VELLUM_KEY="$(cat "$tmp/node0/admin.key")"
+"$bin" logs create bench >/dev/null 2>&1 || true
+for r in $(seq 1 "${READ_LOAD:-0}"); do
+	(while [ ! -e "$tmp/stop" ]; do "$bin" bench search --log bench --n 3 >>"$tmp/reads.log" 2>&1 || sleep 0.2; done) &
+	pids="$pids $!"
+done
+"$bin" bench --urls "$urls" --workload "$workload" --duration "$duration" --producers "$producers" 2>/dev/null
+touch "$tmp/stop"
+if [ "${READ_LOAD:-0}" -gt 0 ]; then echo "reads: $(grep -c p95 "$tmp/reads.log" || true) search rounds"; fi
