@@ -1,8 +1,9 @@
 #!/bin/sh
 # pg-bench.sh VELLUM_BIN [NODES] [WORKLOAD] [DURATION] [PRODUCERS]
 #
-# READ_LOAD=N adds N readers running `vellum bench search` on the bench log
-# in a loop during the run (reads on the same database as the sequencer).
+# READ_LOAD=N adds N readers searching the bench log in a loop during the
+# run (newest page, an action prefix, full text: reads on the same database
+# as the sequencer, each also recorded in _access).
 #
 # The core workloads on PostgreSQL, on this machine: starts a throwaway
 # PostgreSQL cluster with the durable defaults (fsync on, synchronous
@@ -65,9 +66,13 @@ echo "== PostgreSQL ($("$pgbin/postgres" --version)), $nodes node(s): $urls, ${R
 export VELLUM_URL=http://127.0.0.1:7481 VELLUM_KEY="$(cat "$tmp/node0/admin.key")"
 "$bin" logs create bench >/dev/null 2>&1 || true
 for r in $(seq 1 "${READ_LOAD:-0}"); do
-	(while [ ! -e "$tmp/stop" ]; do "$bin" bench search --log bench --n 3 >>"$tmp/reads.log" 2>&1 || sleep 0.2; done) &
+	(while [ ! -e "$tmp/stop" ]; do
+		"$bin" query --log bench --json --limit 100 >/dev/null 2>&1 && echo ok >>"$tmp/reads.log"
+		"$bin" query --log bench --action 'user.*' --since 1h --json --limit 100 >/dev/null 2>&1 && echo ok >>"$tmp/reads.log"
+		"$bin" query --log bench --q 'alpha' --json --limit 100 >/dev/null 2>&1 && echo ok >>"$tmp/reads.log"
+	done) &
 	pids="$pids $!"
 done
 "$bin" bench --urls "$urls" --workload "$workload" --duration "$duration" --producers "$producers" 2>/dev/null
 touch "$tmp/stop"
-if [ "${READ_LOAD:-0}" -gt 0 ]; then echo "reads: $(grep -c p95 "$tmp/reads.log" || true) search rounds"; fi
+if [ "${READ_LOAD:-0}" -gt 0 ]; then echo "reads: $(wc -l <"$tmp/reads.log") searches answered during the run"; fi
