@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,7 @@ import (
 // Store is an open PostgreSQL store.
 type Store struct {
 	pool   *pgxpool.Pool // queries and commits
+	search *pgxpool.Pool // search statements, apart from the commit path
 	locks  *pgxpool.Pool // connections that hold the advisory locks of Lock
 	watch  *pgx.ConnConfig
 	logger *slog.Logger
@@ -58,8 +60,10 @@ var (
 type Option func(*options)
 
 type options struct {
-	logger   *slog.Logger
-	maxLocks int32
+	logger      *slog.Logger
+	maxLocks    int32
+	maxSearches int32
+	searchTime  time.Duration
 }
 
 // WithLogger sets where Watch reports lost connections (slog.Default()
@@ -73,18 +77,36 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // that held locks never starve the commits they guard.
 func WithMaxLocks(n int32) Option { return func(o *options) { o.maxLocks = n } }
 
+// WithMaxSearches bounds the connections that run search statements (the
+// default is the number of CPUs, at least 2); further searches wait for one.
+// Searches never use the pool that commits, dedup lookups and catch-ups use,
+// so a burst of expensive searches cannot take the connections the
+// sequencer needs (docs/postgres.md, "The read path").
+func WithMaxSearches(n int32) Option { return func(o *options) { o.maxSearches = n } }
+
+// WithSearchTimeout sets statement_timeout on the search connections (30 s
+// by default): a search statement running longer is cancelled by
+// PostgreSQL and the search fails with store.ErrUnavailable.
+func WithSearchTimeout(d time.Duration) Option { return func(o *options) { o.searchTime = d } }
+
 // Open connects to the database at url (a PostgreSQL URL or key=value
 // connection string). If the schema is older than this vellum's it applies
 // the pending migrations, which needs a role that may change the schema; a
 // restricted application role gets an error asking for `vellum migrate`
 // instead. A schema newer than this vellum's is refused.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
-	o := options{logger: slog.Default(), maxLocks: 32}
+	o := options{logger: slog.Default(), maxLocks: 32, maxSearches: int32(max(2, runtime.NumCPU())), searchTime: 30 * time.Second}
 	for _, f := range opts {
 		f(&o)
 	}
 	if o.maxLocks < 1 {
 		return nil, fmt.Errorf("postgres: WithMaxLocks(%d): need at least 1", o.maxLocks)
+	}
+	if o.maxSearches < 1 {
+		return nil, fmt.Errorf("postgres: WithMaxSearches(%d): need at least 1", o.maxSearches)
+	}
+	if o.searchTime < time.Millisecond {
+		return nil, fmt.Errorf("postgres: WithSearchTimeout(%v): need at least 1ms", o.searchTime)
 	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -111,6 +133,18 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	lockCfg.MaxConns = o.maxLocks
 	lockCfg.MinConns, lockCfg.MinIdleConns = 0, 0
 	lockCfg.ConnConfig.RuntimeParams["application_name"] = app + " lock"
+	searchCfg := cfg.Copy()
+	searchCfg.MaxConns = o.maxSearches
+	searchCfg.MinConns, searchCfg.MinIdleConns = 0, 0
+	searchCfg.ConnConfig.RuntimeParams["application_name"] = app + " search"
+	searchTimeout := fmt.Sprintf("SET statement_timeout = %d", o.searchTime.Milliseconds())
+	searchCfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if err := cfg.AfterConnect(ctx, c); err != nil {
+			return err
+		}
+		_, err := c.Exec(ctx, searchTimeout)
+		return err
+	}
 	watch := cfg.ConnConfig.Copy()
 	watch.RuntimeParams["application_name"] = app + " watch"
 
@@ -126,6 +160,12 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	s.locks, err = pgxpool.NewWithConfig(ctx, lockCfg)
 	if err != nil {
 		pool.Close()
+		return nil, wrap(fmt.Errorf("connecting to PostgreSQL: %w", err))
+	}
+	s.search, err = pgxpool.NewWithConfig(ctx, searchCfg)
+	if err != nil {
+		pool.Close()
+		s.locks.Close()
 		return nil, wrap(fmt.Errorf("connecting to PostgreSQL: %w", err))
 	}
 	return s, nil
@@ -161,6 +201,9 @@ func (s *Store) Close() error {
 	s.pool.Close()
 	if s.locks != nil {
 		s.locks.Close()
+	}
+	if s.search != nil {
+		s.search.Close()
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vellum-audit/vellum/internal/index"
 	"github.com/vellum-audit/vellum/internal/pgtest"
@@ -465,5 +466,59 @@ func TestSessionSettings(t *testing.T) {
 		if err := s.pool.QueryRow(ctx, "SHOW "+name).Scan(&got); err != nil || got != want {
 			t.Errorf("SHOW %s = %q, %v; want %q", name, got, err, want)
 		}
+	}
+}
+
+// TestSearchPool: searches run on their own bounded pool with a statement
+// timeout, so searches holding every search connection do not stop a
+// commit, and a runaway statement is cancelled by PostgreSQL.
+func TestSearchPool(t *testing.T) {
+	db := newTestDB(t)
+	s, err := Open(ctx, db.app, WithMaxSearches(1), WithSearchTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for name, want := range map[string]string{"statement_timeout": "300ms", "plan_cache_mode": "force_custom_plan", "synchronous_commit": "on", "application_name": "vellum search"} {
+		var got string
+		if err := s.search.QueryRow(ctx, "SHOW "+name).Scan(&got); err != nil || got != want {
+			t.Errorf("search connection: SHOW %s = %q, %v; want %q", name, got, err, want)
+		}
+	}
+	var got string
+	if err := s.pool.QueryRow(ctx, "SHOW statement_timeout").Scan(&got); err != nil || got != "0" {
+		t.Errorf("commit connection: statement_timeout = %q, %v; want 0 (no timeout)", got, err)
+	}
+	if err := s.CreateLog(ctx, "l", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	busy, err := s.search.Acquire(ctx) // the only search connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, &store.Batch{Log: "l", Entries: [][]byte{[]byte("e0")}, Checkpoint: []byte("cp")}); err != nil {
+		t.Fatalf("Append while every search connection is busy: %v", err)
+	}
+	f := index.Filter{Actor: "alice", Limit: 10, After: -1}
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, _, err = s.Search(wctx, "l", f, 1)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Search while every search connection is busy: %v, want it to wait for one (deadline exceeded)", err)
+	}
+	busy.Release()
+	if _, _, err := s.Search(ctx, "l", f, 1); err != nil {
+		t.Errorf("Search once a connection is free: %v", err)
+	}
+
+	start := time.Now()
+	_, err = s.search.Exec(ctx, "SELECT pg_sleep(5)")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Errorf("a 5 s statement on a search connection: %v, want query_canceled (57014) by statement_timeout", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("the statement ran %v despite a 300ms statement_timeout", d)
 	}
 }

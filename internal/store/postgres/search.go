@@ -279,7 +279,7 @@ func (s *Store) Search(ctx context.Context, log string, f index.Filter, size int
 	if err != nil {
 		return nil, false, err
 	}
-	rows, err := s.pool.Query(ctx, qs.sql, qs.args...)
+	rows, err := s.search.Query(ctx, qs.sql, qs.args...)
 	if err != nil {
 		return nil, false, wrap(err)
 	}
@@ -307,7 +307,7 @@ func (s *Store) bounds(ctx context.Context, id int64, f index.Filter, size int64
 	lo, hi = 0, size
 	firstAt := func(t time.Time) (int64, bool, error) {
 		var n int64
-		err := s.pool.QueryRow(ctx, `SELECT idx FROM search WHERE log = $1 AND received >= $2 ORDER BY received, idx LIMIT 1`, id, t).Scan(&n)
+		err := s.search.QueryRow(ctx, `SELECT idx FROM search WHERE log = $1 AND received >= $2 ORDER BY received, idx LIMIT 1`, id, t).Scan(&n)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return 0, false, nil
 		}
@@ -484,7 +484,7 @@ func (s *Store) actionsUnder(ctx context.Context, id int64, prefix string) ([]st
 		upper = "action < $3"
 		args = append(args, end)
 	}
-	rows, err := s.pool.Query(ctx, `WITH RECURSIVE a(action) AS (
+	rows, err := s.search.Query(ctx, `WITH RECURSIVE a(action) AS (
 		SELECT MIN(action) FROM search WHERE log = $1 AND action >= $2 AND `+upper+`
 		UNION ALL
 		SELECT (SELECT MIN(s.action) FROM search s WHERE s.log = $1 AND s.action > a.action AND `+strings.Replace(upper, "action", "s.action", 1)+`)
