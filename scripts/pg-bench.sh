@@ -1,6 +1,10 @@
 #!/bin/sh
 # pg-bench.sh VELLUM_BIN [NODES] [WORKLOAD] [DURATION] [PRODUCERS]
 #
+# LOGS=N spreads the producers over N logs (bench --logs N): producer i
+# writes to log i mod N through node i mod NODES, so with LOGS=NODES each
+# node sequences one log.
+#
 # READ_LOAD=N adds N readers searching the bench log in a loop during the
 # run (newest page, an action prefix, full text: reads on the same database
 # as the sequencer, each also recorded in _access).
@@ -73,6 +77,6 @@ for r in $(seq 1 "${READ_LOAD:-0}"); do
 	done) &
 	pids="$pids $!"
 done
-"$bin" bench --urls "$urls" --workload "$workload" --duration "$duration" --producers "$producers" 2>/dev/null
+"$bin" bench --urls "$urls" --logs "${LOGS:-1}" --workload "$workload" --duration "$duration" --producers "$producers" 2>/dev/null
 touch "$tmp/stop"
 if [ "${READ_LOAD:-0}" -gt 0 ]; then echo "reads: $(wc -l <"$tmp/reads.log") searches answered during the run"; fi

@@ -95,7 +95,7 @@ type benchReport struct {
 const benchNote = "events are pre-signed before timing (event signing excluded); request body encoding, HTTP request signing (RFC 9421), the round trip with the server's durable commit, and receipt decoding are timed"
 
 func (m *Main) bench(ctx context.Context, args []string) error {
-	fs := m.newFlagSet("bench", "bench [--workload single|concurrent|batch|all] [--log NAME] [--duration D] [--producers N] [--batch-size N] [--max-events N] [--json]")
+	fs := m.newFlagSet("bench", "bench [--workload single|concurrent|batch|all] [--log NAME] [--logs N] [--urls URL,URL…] [--duration D] [--producers N] [--batch-size N] [--max-events N] [--json]")
 	cf := m.clientFlagsOn(fs)
 	workload := fs.String("workload", "all", "workload: single (1 producer, 1 event per request), concurrent (N producers, 1 event per request), batch (N producers, --batch-size events per request) or all")
 	logName := fs.String("log", "bench", "log to append to (created if missing)")
@@ -105,6 +105,7 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 	maxEvents := fs.Int("max-events", defaultMaxEvents, "pre-signed events per workload at most; a workload stops early when they run out")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	urls := fs.String("urls", "", "comma-separated URLs of several nodes sharing one database: producer i sends to node i mod n (default: --url)")
+	nlogs := fs.Int("logs", 1, "spread the producers over N logs, NAME-0 … NAME-(N-1): producer i writes to log i mod N (with as many logs as --urls, each node gets the appends of one log)")
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
 	}
@@ -120,6 +121,8 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 		return usageError("", "--batch-size must be between 1 and %d", api.MaxBatch)
 	case *maxEvents < 1:
 		return usageError("", "--max-events must be positive")
+	case *nlogs < 1 || *nlogs > 1000:
+		return usageError("", "--logs must be between 1 and 1000")
 	case !api.ValidLogName(*logName):
 		return usageError("log names are 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", "invalid log name %q", *logName)
 	}
@@ -167,14 +170,27 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 		cs = append(cs, c)
 	}
 	c := cs[0]
-	if _, err := c.CreateLog(ctx, *logName); err != nil {
-		var ae *client.Error
-		if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
-			return fmt.Errorf("creating log %q: %w", *logName, err)
+	logs := []string{*logName}
+	if *nlogs > 1 {
+		logs = logs[:0]
+		for i := range *nlogs {
+			name := fmt.Sprintf("%s-%d", *logName, i)
+			if !api.ValidLogName(name) {
+				return usageError("use a shorter --log", "invalid log name %q", name)
+			}
+			logs = append(logs, name)
 		}
 	}
-	b := &bencher{m: m, c: c, cs: cs, log: *logName, run: randHex(4)}
-	rep := benchReport{URL: strings.Join(targets, ","), Log: *logName, GoMaxProc: runtime.GOMAXPROCS(0), Note: benchNote}
+	for _, name := range logs {
+		if _, err := c.CreateLog(ctx, name); err != nil {
+			var ae *client.Error
+			if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+				return fmt.Errorf("creating log %q: %w", name, err)
+			}
+		}
+	}
+	b := &bencher{m: m, c: c, cs: cs, logs: logs, run: randHex(4)}
+	rep := benchReport{URL: strings.Join(targets, ","), Log: strings.Join(logs, ","), GoMaxProc: runtime.GOMAXPROCS(0), Note: benchNote}
 	for _, w := range wls {
 		r, err := b.workload(ctx, w, *duration, *maxEvents)
 		if err != nil {
@@ -211,11 +227,11 @@ func (m *Main) progress(format string, args ...any) {
 }
 
 type bencher struct {
-	m   *Main
-	c   *client.Client
-	cs  []*client.Client // producer p sends to cs[p % len(cs)]
-	log string
-	run string // random per invocation: event ids never repeat across runs
+	m    *Main
+	c    *client.Client
+	cs   []*client.Client // producer p sends to cs[p % len(cs)]
+	logs []string         // producer p writes to logs[p % len(logs)]; request i of a pool is for logs[i % len(logs)]
+	run  string           // random per invocation: event ids never repeat across runs
 
 	next atomic.Int64 // event counter for ids
 }
@@ -278,7 +294,7 @@ func (b *bencher) presign(w benchWorkload, n int) ([][]api.SignedEvent, time.Dur
 			g := newEventGen(uint64(first) + uint64(k)<<40)
 			for i := k; i < n; i += workers {
 				raw := g.event(b.run + "-" + strconv.FormatInt(first+int64(i), 36))
-				se, err := b.c.Sign(b.log, raw)
+				se, err := b.c.Sign(b.logs[(i/w.batch)%len(b.logs)], raw)
 				if err != nil {
 					errs[k] = fmt.Errorf("signing a generated event: %w", err)
 					return
@@ -310,7 +326,7 @@ func (b *bencher) drive(ctx context.Context, w benchWorkload, pool [][]api.Signe
 		firstErr   error
 	}
 	stats := make([]producerStats, w.producers)
-	var next atomic.Int64
+	next := make([]atomic.Int64, len(b.logs)) // per log: its requests are pool[k*len(b.logs)+log]
 	var exhausted atomic.Bool
 	start := time.Now()
 	deadline := start.Add(d)
@@ -321,15 +337,16 @@ func (b *bencher) drive(ctx context.Context, w benchWorkload, pool [][]api.Signe
 			defer wg.Done()
 			st := &stats[p]
 			st.errors = map[string]int64{}
+			l := p % len(b.logs)
 			for ctx.Err() == nil && time.Now().Before(deadline) {
-				i := next.Add(1) - 1
+				i := (next[l].Add(1)-1)*int64(len(b.logs)) + int64(l)
 				if i >= int64(len(pool)) {
 					exhausted.Store(true)
 					return
 				}
 				evs := pool[i]
 				t0 := time.Now()
-				receipts, err := b.cs[p%len(b.cs)].AppendSigned(ctx, b.log, evs)
+				receipts, err := b.cs[p%len(b.cs)].AppendSigned(ctx, b.logs[l], evs)
 				el := time.Since(t0)
 				st.requests++
 				if err != nil {

@@ -53,4 +53,36 @@ func TestBench(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("logs", func(t *testing.T) {
+		var stdout, stderr bytes.Buffer
+		m := &Main{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }}
+		args := []string{"bench", "--workload", "concurrent", "--log", "spread", "--logs", "3", "--urls", srv.URL + "," + srv.URL, "--duration", "300ms", "--producers", "6", "--max-events", "600", "--json"}
+		if err := m.Run(ctx, args); err != nil {
+			t.Fatalf("%v\nstderr:\n%s", err, stderr.String())
+		}
+		var rep benchReport
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			t.Fatalf("output is not JSON: %v\n%s", err, stdout.String())
+		}
+		if r := rep.Workloads[0]; r.Events <= 0 || r.ErrorCount != 0 {
+			t.Fatalf("events %d, errors %v (first: %s)", r.Events, r.Errors, r.FirstError)
+		}
+		var total int64
+		for _, name := range []string{"spread-0", "spread-1", "spread-2"} {
+			li, err := n.Store.Log(ctx, name)
+			if err != nil || li.Size < 1 {
+				t.Errorf("log %s: %+v, %v; want appends from its producers", name, li, err)
+			}
+			total += li.Size
+		}
+		if got := rep.Workloads[0].Events; total < got {
+			t.Errorf("the logs hold %d entries, the bench counted %d acknowledged events", total, got)
+		}
+		var bad bytes.Buffer
+		m = &Main{Stdout: &bad, Stderr: &bad, Getenv: func(k string) string { return env[k] }}
+		if err := m.Run(ctx, []string{"bench", "--logs", "0"}); err == nil || !strings.Contains(err.Error(), "--logs") {
+			t.Errorf("--logs 0: %v, want a usage error naming --logs", err)
+		}
+	})
 }
