@@ -21,6 +21,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -154,7 +155,11 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 	for _, w := range wls {
 		maxProd = max(maxProd, w.producers)
 	}
-	hc := benchHTTPClient(maxProd)
+	tc, err := cf.tlsConfig()
+	if err != nil {
+		return err
+	}
+	hc := benchHTTPClient(maxProd, tc)
 	defer hc.CloseIdleConnections()
 	// No retries: a refused or failed request is counted, not hidden.
 	targets := []string{m.serverURL()}
@@ -210,7 +215,7 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 
 // benchHTTPClient is one client for every producer, with enough idle
 // connections that no producer ever has to dial again.
-func benchHTTPClient(producers int) *http.Client {
+func benchHTTPClient(producers int, tc *tls.Config) *http.Client {
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -218,6 +223,8 @@ func benchHTTPClient(producers int) *http.Client {
 		MaxIdleConnsPerHost: producers + 16,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		TLSClientConfig:     tc,
+		ForceAttemptHTTP2:   true,
 	}
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
 }

@@ -4,17 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/client"
@@ -25,12 +29,44 @@ const defaultURL = "http://127.0.0.1:7070"
 
 type clientFlags struct {
 	keyFile string
+	ca      string
 }
 
 func (m *Main) clientFlagsOn(fs *flag.FlagSet) *clientFlags {
 	f := &clientFlags{}
 	fs.StringVar(&f.keyFile, "key-file", "", "read the provisioning key token from FILE instead of VELLUM_KEY")
+	fs.StringVar(&f.ca, "ca", m.Getenv("VELLUM_CA"), "PEM file of the CA certificates to trust for an https:// server (env VELLUM_CA; default: the system's)")
 	return f
+}
+
+// tlsConfig is the client TLS configuration of --ca: nil (the system's
+// roots) when it is not set.
+func (f *clientFlags) tlsConfig() (*tls.Config, error) {
+	if f == nil || f.ca == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(f.ca)
+	if err != nil {
+		return nil, errorf("check the path given to --ca (or VELLUM_CA)", "reading CA file: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errorf("--ca takes a PEM file with one or more CERTIFICATE blocks", "no certificate found in %s", f.ca)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// httpClient is the HTTP client of the client commands: HTTP/2 over TLS
+// where the server offers it, the --ca roots.
+func (f *clientFlags) httpClient() (*http.Client, error) {
+	tc, err := f.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	tr.ForceAttemptHTTP2 = true
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
 }
 
 func (m *Main) serverURL() string {
@@ -59,7 +95,11 @@ func (m *Main) newClient(f *clientFlags) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.New(m.serverURL(), tok)
+	hc, err := f.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(m.serverURL(), tok, client.WithHTTPClient(hc))
 	if err != nil {
 		if errors.Is(err, keys.ErrMalformedToken) {
 			return nil, errorf("a token looks like vlm_<16 hex digits>_<58 characters>; copy it again from where it was written", "%v", err)
@@ -86,6 +126,10 @@ func hintFor(err error) string {
 		case 503:
 			return "the server is busy or its storage is unavailable; nothing was recorded; retry"
 		}
+	case errors.As(err, new(x509.UnknownAuthorityError)), errors.As(err, new(*tls.CertificateVerificationError)):
+		return "the server's TLS certificate is not signed by a CA this client trusts: pass --ca FILE (or set VELLUM_CA) with the CA that issued it"
+	case errors.As(err, new(x509.HostnameError)):
+		return "the server's TLS certificate is for another name: use the name it was issued for in VELLUM_URL"
 	case errors.As(err, &ue), errors.As(err, &ne):
 		return "is the server running? start it with 'vellum serve', or set VELLUM_URL"
 	case errors.Is(err, client.ErrVerification):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 type serveFlags struct {
 	data, listen, name, logLevel, logFormat string
 	postgres                                string
+	tlsCert, tlsKey                         string
 }
 
 func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
@@ -31,6 +33,8 @@ func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
 		fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "address to listen on")
 		fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 		fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+		fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS (HTTP/2 and HTTP/1.1, TLS 1.2 or newer) with this PEM certificate chain; needs --tls-key")
+		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	}
 	return f
 }
@@ -121,10 +125,21 @@ func helpOK(err error) error {
 }
 
 func (m *Main) serve(ctx context.Context, args []string) error {
-	fs := m.newFlagSet("serve", "serve [--data DIR] [--postgres URL] [--listen ADDR] [--name ORIGIN-PREFIX]")
+	fs := m.newFlagSet("serve", "serve [--data DIR] [--postgres URL] [--listen ADDR] [--name ORIGIN-PREFIX] [--tls-cert FILE --tls-key FILE]")
 	f := m.serverFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
+	}
+	var tlsCfg *tls.Config
+	switch {
+	case (f.tlsCert == "") != (f.tlsKey == ""):
+		return usageError("give both --tls-cert FILE and --tls-key FILE, or neither", "--tls-cert and --tls-key go together")
+	case f.tlsCert != "":
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return errorf("--tls-cert takes a PEM certificate chain and --tls-key its PEM private key", "loading the TLS certificate: %v", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	log, err := m.logger(f)
 	if err != nil {
@@ -139,8 +154,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return errorf("is another vellum (or something else) listening there? choose another with --listen", "listening on %s: %v", f.listen, err)
 	}
-	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
-		log.Warn("serving plain HTTP on a non-loopback address; put TLS in front of it", "addr", ln.Addr().String())
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); tlsCfg == nil && !net.ParseIP(host).IsLoopback() {
+		log.Warn("serving plain HTTP on a non-loopback address: keys' request signatures still protect appends, but reads and the bearer of every answer travel in the clear; use --tls-cert and --tls-key, or put TLS in front of it", "addr", ln.Addr().String())
 	}
 	srv := &http.Server{
 		Handler:           n.Handler,
@@ -150,6 +165,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsCfg,
 	}
 	// A diagnostic: VELLUM_CPUPROFILE=FILE writes a Go CPU profile of the
 	// server's whole run, closed at shutdown (for `go tool pprof`).
@@ -167,12 +183,23 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		}()
 	}
 	addr := ln.Addr().String()
-	fmt.Fprintf(m.Stderr, "vellum: serving on http://%s (data in %s)\n", addr, f.data)
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(m.Stderr, "vellum: serving on %s://%s (data in %s)\n", scheme, addr, f.data)
 	if m.Ready != nil {
 		m.Ready(addr)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsCfg != nil {
+			// ServeTLS offers HTTP/2 (ALPN h2) and HTTP/1.1.
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
