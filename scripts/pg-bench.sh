@@ -61,7 +61,7 @@ for i in $(seq 0 $((nodes - 1))); do
 	VELLUM_CPUPROFILE=${PROFILE_DIR:+$PROFILE_DIR/node$i.prof} "$bin" serve --data "$d" --postgres "$app" --listen 127.0.0.1:$port --log-level error >"$d/serve.log" 2>&1 &
 	pids="$pids $!"
 	for _ in $(seq 1 100); do
-		if grep -q "verifier key" "$d/serve.log" 2>/dev/null && "$bin" info --url http://127.0.0.1:$port >/dev/null 2>&1; then break; fi
+		if grep -q "serving on" "$d/serve.log" 2>/dev/null; then break; fi
 		sleep 0.1
 	done
 	urls="$urls${urls:+,}http://127.0.0.1:$port"
