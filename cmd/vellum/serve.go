@@ -155,7 +155,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		return errorf("is another vellum (or something else) listening there? choose another with --listen", "listening on %s: %v", f.listen, err)
 	}
 	if host, _, _ := net.SplitHostPort(ln.Addr().String()); tlsCfg == nil && !net.ParseIP(host).IsLoopback() {
-		log.Warn("serving plain HTTP on a non-loopback address: keys' request signatures still protect appends, but reads and the bearer of every answer travel in the clear; use --tls-cert and --tls-key, or put TLS in front of it", "addr", ln.Addr().String())
+		log.Warn("serving plain HTTP on a non-loopback address: request signatures still protect appends, but answers and bearer credentials travel in the clear; use --tls-cert and --tls-key, or put TLS in front of it", "addr", ln.Addr().String())
 	}
 	srv := &http.Server{
 		Handler:           n.Handler,

@@ -33,6 +33,7 @@ import (
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/checkpoint"
 	"github.com/vellum-audit/vellum/internal/entry"
+	"github.com/vellum-audit/vellum/internal/metrics"
 	"github.com/vellum-audit/vellum/internal/store"
 )
 
@@ -94,6 +95,54 @@ type Config struct {
 	MaxRound    int // events per commit at most (default 8192)
 	Logger      *slog.Logger
 	Now         func() time.Time
+	// Metrics, if set, receives the ledger's metrics (commit latency and
+	// size, failures, queue depth, log sizes).
+	Metrics *metrics.Registry
+}
+
+// ledgerMetrics are the ledger's instruments.
+type ledgerMetrics struct {
+	commitSeconds  *metrics.HistogramVec
+	commitEntries  *metrics.HistogramVec
+	commitFailures *metrics.CounterVec
+	overloaded     *metrics.CounterVec
+}
+
+func (l *Ledger) registerMetrics(r *metrics.Registry) {
+	l.m = ledgerMetrics{
+		commitSeconds: r.Histogram("vellum_commit_seconds",
+			"Time of one durable commit of a sequencer round (the store's transaction, its fsync included), by log.",
+			metrics.ExponentialBuckets(0.0005, 2, 14), "log"),
+		commitEntries: r.Histogram("vellum_commit_entries",
+			"New entries per committed round, by log.", metrics.ExponentialBuckets(1, 4, 8), "log"),
+		commitFailures: r.Counter("vellum_commit_failures_total",
+			"Rounds whose commit failed (their appends got 503), by log.", "log"),
+		overloaded: r.Counter("vellum_overloaded_total",
+			"Appends refused with 503 because the log's queue was full, by log.", "log"),
+	}
+	r.GaugeFunc("vellum_queue_events", "Events waiting for their log's sequencer, by log.", []string{"log"}, func(emit func(float64, ...string)) {
+		for _, s := range l.sequencers() {
+			emit(float64(s.pending.Load()), s.log)
+		}
+	})
+	r.GaugeFunc("vellum_log_size", "Entries in each log, as this node last saw it.", []string{"log"}, func(emit func(float64, ...string)) {
+		for _, s := range l.sequencers() {
+			s.mu.Lock()
+			n := s.size
+			s.mu.Unlock()
+			emit(float64(n), s.log)
+		}
+	})
+}
+
+func (l *Ledger) sequencers() []*sequencer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*sequencer, 0, len(l.seqs))
+	for _, s := range l.seqs {
+		out = append(out, s)
+	}
+	return out
 }
 
 // Ledger owns the sequencers of all logs.
@@ -107,6 +156,7 @@ type Ledger struct {
 	// storeClock: received times come from the store's clock (a shared
 	// store's lease), unless Config.Now was set.
 	storeClock bool
+	m          ledgerMetrics
 
 	mu       sync.Mutex
 	seqs     map[string]*sequencer
@@ -145,6 +195,10 @@ func New(cfg Config) (*Ledger, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Ledger{cfg: cfg, ctx: ctx, cancel: cancel, seqs: map[string]*sequencer{}, storeClock: storeClock}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewRegistry() // instruments nobody reads
+	}
+	l.registerMetrics(cfg.Metrics)
 	if w, ok := cfg.Store.(store.Watcher); ok {
 		l.wg.Add(1)
 		go func() {
@@ -355,6 +409,7 @@ func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []
 	n := int64(len(events))
 	if s.pending.Add(n) > int64(l.cfg.QueueLimit) {
 		s.pending.Add(-n)
+		l.m.overloaded.Inc(log)
 		return nil, ErrOverloaded
 	}
 	r.taken = n

@@ -295,7 +295,12 @@ func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 		var err error
 		cp, err = s.build(ctx, rs, oldSize, written)
 		if err == nil {
+			t0 := time.Now()
 			err = s.l.cfg.Store.Append(ctx, &rs.batch)
+			if err == nil {
+				s.l.m.commitSeconds.Observe(time.Since(t0).Seconds(), s.log)
+				s.l.m.commitEntries.Observe(float64(len(rs.newEvs)), s.log)
+			}
 		}
 		if lease.Unlock != nil {
 			lease.Unlock()
@@ -303,6 +308,7 @@ func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 		}
 		if err != nil {
 			s.l.cfg.Logger.Error("commit failed", "log", s.log, "events", len(rs.newEvs), "err", err)
+			s.l.m.commitFailures.Inc(s.log)
 			if !errors.Is(err, store.ErrUnavailable) {
 				err = fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 			}

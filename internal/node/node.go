@@ -35,6 +35,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
+	"github.com/vellum-audit/vellum/internal/metrics"
 	"github.com/vellum-audit/vellum/internal/server"
 	"github.com/vellum-audit/vellum/internal/store"
 	"github.com/vellum-audit/vellum/internal/store/sqlite"
@@ -98,6 +99,7 @@ type Node struct {
 	Registry *keys.Registry
 	Handler  http.Handler
 	Server   *server.Server
+	Metrics  *metrics.Registry // served at GET /metrics
 	Init     InitResult
 	signer   note.Signer
 	vkey     string
@@ -156,9 +158,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.Store = st
 	_, n.shared = st.(store.Sequencing)
+	n.Metrics = newMetrics(cfg.Version)
 	lc := ledger.Config{
 		Store: st, Signer: n.signer, Verifier: mustVerifier(n.vkey), OriginPrefix: n.Init.OriginPrefix,
-		Keys: n.resolve, Admit: n.admit, Logger: cfg.Logger,
+		Keys: n.resolve, Admit: n.admit, Logger: cfg.Logger, Metrics: n.Metrics,
 	}
 	if n.shared {
 		// Every round catches up with _system under its log's lock, so a
@@ -189,7 +192,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.Server = server.New(server.Config{
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
 		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,
-		Refold: n.fold, Sync: n.syncRegistry,
+		Refold: n.fold, Sync: n.syncRegistry, Metrics: n.Metrics,
 	})
 	n.Handler = n.Server
 	ctx, cancel := context.WithCancel(context.Background())

@@ -63,6 +63,7 @@ func (s *Server) handle(pattern, op string, fn handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c, rf := s.authenticate(w, r, op)
 		if rf != nil {
+			s.m.authRefusals.Inc(refusalClass(rf))
 			s.recordAccess(r, rf.keyID, rf.status, rf.reason)
 			writeError(w, r, s.cfg.Logger, rf.client)
 			return
@@ -80,6 +81,35 @@ func (s *Server) handle(pattern, op string, fn handlerFunc) {
 			s.recordAccess(r, c.key.ID, sw.status, "")
 		}
 	})
+}
+
+// refusalClass is a refusal's reason as a metric label: a few fixed
+// values, never the free text (which names keys and addresses).
+func refusalClass(rf *refusal) string {
+	r := rf.reason
+	switch {
+	case rf.status == http.StatusRequestEntityTooLarge:
+		return "body_too_large"
+	case rf.status == http.StatusTooManyRequests:
+		return "rate_limit"
+	case strings.Contains(r, "outside the key's CIDRs"):
+		return "cidr"
+	case strings.HasPrefix(r, "scope:"):
+		return "scope"
+	case strings.HasPrefix(r, "unsigned"):
+		return "unsigned"
+	case strings.HasPrefix(r, "forged"):
+		return "bad_signature"
+	case strings.HasPrefix(r, "replay"):
+		return "replay"
+	case strings.HasPrefix(r, "unknown key"):
+		return "unknown_key"
+	case strings.HasPrefix(r, "malformed"), strings.HasPrefix(r, "unsupported"), strings.Contains(r, "bearer"):
+		return "malformed_credential"
+	case rf.status == http.StatusUnauthorized:
+		return "key_not_valid" // expired, revoked, not yet valid, signature window
+	}
+	return "bad_request"
 }
 
 // statusWriter remembers the status a handler wrote.

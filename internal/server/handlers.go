@@ -285,14 +285,17 @@ func parseSigned(dec *json.Decoder, i int, bearer bool) (ledger.Submitted, error
 	return ledger.Submitted{Event: ev, KeyID: keyID, Sig: sb}, nil
 }
 
-func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *call) error {
+func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *call) (err error) {
+	var events []ledger.Submitted
+	var receipts []api.Receipt
+	defer func() { s.countAppend(c.log, len(events), receipts, err) }()
 	if api.Reserved(c.log) {
 		return newHTTPError(http.StatusForbidden, api.CodeForbidden, "log %q is written by the server only", c.log)
 	}
 	if err := requireJSON(r); err != nil {
 		return err
 	}
-	events, err := parseAppend(c.body, c.auth == entry.AuthBearer)
+	events, err = parseAppend(c.body, c.auth == entry.AuthBearer)
 	if err != nil {
 		return err
 	}
@@ -312,12 +315,44 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *call) 
 			events[i].ServerSigned = true
 		}
 	}
-	receipts, err := s.cfg.Ledger.Append(r.Context(), c.log, events)
+	receipts, err = s.cfg.Ledger.Append(r.Context(), c.log, events)
 	if err != nil {
 		return err
 	}
 	writeReceipts(w, receipts)
 	return nil
+}
+
+// countAppend records an append request's outcome in the metrics.
+func (s *Server) countAppend(log string, n int, receipts []api.Receipt, err error) {
+	if err == nil {
+		s.m.appends.Inc(log, "ok")
+		s.m.batchEvents.Observe(float64(n))
+		dup := 0
+		for _, rc := range receipts {
+			if rc.Duplicate {
+				dup++
+			}
+		}
+		s.m.events.Add(float64(len(receipts)-dup), log, "appended")
+		s.m.events.Add(float64(dup), log, "duplicate")
+		return
+	}
+	he := toHTTP(err)
+	if he.status == http.StatusNotFound {
+		log = "-" // no such log: not a label value of its own
+	}
+	outcome := "refused"
+	switch {
+	case he.status == http.StatusServiceUnavailable:
+		outcome = "unavailable"
+	case he.status >= 500:
+		outcome = "error"
+	}
+	s.m.appends.Inc(log, outcome)
+	if n > 0 {
+		s.m.events.Add(float64(n), log, "refused")
+	}
 }
 
 func parseIndex(name, v string) (int64, error) {

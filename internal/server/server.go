@@ -26,6 +26,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/index"
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
+	"github.com/vellum-audit/vellum/internal/metrics"
 	"github.com/vellum-audit/vellum/internal/store"
 )
 
@@ -45,11 +46,36 @@ type Config struct {
 	// its last fold (this node's and other nodes'); the server calls it
 	// after recording a key change instead of applying the entry itself.
 	Sync func(context.Context) error
+	// Metrics, if set, receives the server's metrics and is served at
+	// GET /metrics to keys that may read _system (auditor, admin).
+	Metrics *metrics.Registry
+}
+
+// serverMetrics are the server's instruments.
+type serverMetrics struct {
+	appends      *metrics.CounterVec
+	events       *metrics.CounterVec
+	batchEvents  *metrics.HistogramVec
+	authRefusals *metrics.CounterVec
+}
+
+func (s *Server) registerMetrics(r *metrics.Registry) {
+	s.m = serverMetrics{
+		appends: r.Counter("vellum_appends_total",
+			"Append requests by log and outcome: ok, refused (4xx), unavailable (503: overload, storage) or error (other 5xx).", "log", "outcome"),
+		events: r.Counter("vellum_events_total",
+			"Events of append requests by log and outcome: appended, duplicate (an idempotent retry answered with its receipt) or refused.", "log", "outcome"),
+		batchEvents: r.Histogram("vellum_append_request_events",
+			"Events per append request.", []float64{1, 10, 100, 1000}),
+		authRefusals: r.Counter("vellum_auth_refusals_total",
+			"Requests refused by authentication or authorisation, by reason.", "reason"),
+	}
 }
 
 // Server serves HTTP API v1.
 type Server struct {
 	cfg      Config
+	m        serverMetrics
 	nonces   *httpsig.NonceCache
 	policy   httpsig.Policy
 	mux      *http.ServeMux
@@ -76,6 +102,11 @@ func New(cfg Config) *Server {
 		policy: httpsig.Policy{Window: httpsig.DefaultWindow, RequireNonce: true},
 		mux:    http.NewServeMux(),
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewRegistry()
+		s.cfg.Metrics = cfg.Metrics
+	}
+	s.registerMetrics(cfg.Metrics)
 	s.routes()
 	return s
 }
@@ -88,6 +119,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.handle("GET /metrics", "", s.metrics)
 	s.handle("GET /v1/server", "", s.serverInfo)
 	s.handle("GET /v1/logs", "", s.listLogs)
 	s.handle("POST /v1/logs", "", s.createLog)
@@ -107,6 +139,16 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.cfg.Logger, errNotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
+}
+
+// metrics serves the Prometheus metrics to keys that may read _system:
+// they name every log and key's activity.
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c *call) error {
+	if !c.key.Allows(keys.OpRead, api.SystemLog) {
+		return newHTTPError(http.StatusForbidden, api.CodeForbidden, "metrics are for keys that may read %s (auditor or admin)", api.SystemLog)
+	}
+	s.cfg.Metrics.Handler().ServeHTTP(w, r)
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
