@@ -534,6 +534,10 @@ func (ix *indexer) close() error {
 	return ix.closeDBs()
 }
 
+// IndexesInBackground marks a store whose search index follows its logs by
+// itself: the node need not catch it up on start.
+func (s *Store) IndexesInBackground() {}
+
 // Indexed implements store.Store: how many leading entries index.db holds,
 // once the indexer has written what it was handed (waiting at most
 // searchWait).
