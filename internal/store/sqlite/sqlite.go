@@ -2,6 +2,9 @@
 // file (pure Go, modernc.org/sqlite) in WAL mode with synchronous=FULL, so a
 // committed batch has been fsynced before Append returns.
 //
+// The search index is in a second file, index.db, written after each
+// commit by an indexer goroutine (index.go); searches wait for it.
+//
 // Writes go through one connection (SQLite has one writer); reads use a
 // separate pool of read-only connections and never block the writer (WAL).
 // Triggers refuse UPDATE and DELETE on every table that holds log data; no
