@@ -111,27 +111,22 @@ type logIndex struct {
 	err     error       // why the indexer could not go on with this log
 }
 
-func openIndexer(ctx context.Context, s *Store, path string, indexing bool) (*indexer, error) {
-	w, err := sql.Open("sqlite", dsn(path, "synchronous(NORMAL)", fmt.Sprintf("journal_size_limit(%d)", journalSizeLimit))+"&_txlock=immediate")
+func openIndexer(ctx context.Context, s *Store, path string) (*indexer, error) {
+	w, err := openWriter(path, "NORMAL")
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		return nil, err
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	ix := &indexer{s: s, w: w, path: path, off: !indexing || os.Getenv(DisableIndexerEnv) == "1",
+	ix := &indexer{s: s, w: w, path: path, off: os.Getenv(DisableIndexerEnv) == "1",
 		logs: map[int64]*logIndex{}, changed: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if err := ix.create(ctx); err != nil {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", dsn(path, "query_only(1)"))
+	r, err := openReaders(path)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
-	r.SetMaxOpenConns(8)
-	r.SetMaxIdleConns(8)
 	ix.r = r
 	// What each log owes: the index catches up with the whole log.
 	rows, err := s.r.QueryContext(ctx, `SELECT id, COALESCE((SELECT MAX(size) FROM checkpoints c WHERE c.log = l.id), 0) FROM logs l`)

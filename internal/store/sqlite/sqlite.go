@@ -97,36 +97,52 @@ func dsn(path string, pragmas ...string) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-// Open opens (creating if needed) the database in dir, migrating a version
-// 1 database to version 2, and starts the search indexer, which catches up
-// index.db with the logs in the background.
-func Open(ctx context.Context, dir string) (*Store, error) {
-	return open(ctx, dir, true)
-}
-
-func open(ctx context.Context, dir string, indexing bool) (*Store, error) {
-	path := filepath.Join(dir, FileName)
-	w, err := sql.Open("sqlite", dsn(path, "synchronous(FULL)", fmt.Sprintf("journal_size_limit(%d)", journalSizeLimit))+"&_txlock=immediate")
+// openWriter opens the one connection that writes the database at path
+// (SQLite has one writer), with the given synchronous mode.
+func openWriter(path, synchronous string) (*sql.DB, error) {
+	w, err := sql.Open("sqlite", dsn(path, "synchronous("+synchronous+")", fmt.Sprintf("journal_size_limit(%d)", journalSizeLimit))+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
+	return w, nil
+}
+
+// openReaders opens a pool of read-only connections to the database at
+// path; WAL lets them read beside the writer.
+func openReaders(path string) (*sql.DB, error) {
+	r, err := sql.Open("sqlite", dsn(path, "query_only(1)"))
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	return r, nil
+}
+
+// Open opens (creating if needed) the database in dir, migrating a version
+// 1 database to version 2, and starts the search indexer, which catches up
+// index.db with the logs in the background.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	path := filepath.Join(dir, FileName)
+	w, err := openWriter(path, "FULL")
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{w: w, path: path, logID: map[string]int64{}}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", dsn(path, "synchronous(FULL)", "query_only(1)"))
+	r, err := openReaders(path)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
-	r.SetMaxOpenConns(8)
-	r.SetMaxIdleConns(8)
 	s.r = r
-	s.ix, err = openIndexer(ctx, s, filepath.Join(dir, IndexFileName), indexing)
+	s.ix, err = openIndexer(ctx, s, filepath.Join(dir, IndexFileName))
 	if err != nil {
 		r.Close()
 		w.Close()
