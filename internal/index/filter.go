@@ -1,7 +1,9 @@
 // Package index is vellum's search projection: a query index over the
-// entries of every log, written in the same transaction as the entries it
-// describes, caught up from the log on start and rebuildable from it at any
-// time. It is never the source of truth; the log is.
+// entries of every log, built from the Docs the sequencer makes for each
+// round (written by the store in the commit's transaction, or after it by
+// a background indexer, as the SQLite store does), caught up from the log
+// on start and rebuildable from it at any time. It is never the source of
+// truth; the log is, and search results are read from the log.
 //
 // This file holds the filter language shared by search and the live tail.
 package index

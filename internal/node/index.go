@@ -8,9 +8,19 @@ import (
 	"github.com/vellum-audit/vellum/internal/index"
 )
 
+// backgroundIndexer is a store whose search index follows its logs by
+// itself (sqlite: an indexer goroutine writes index.db after each commit
+// and catches up with the logs when the store opens). A node does not run
+// CatchUpIndex at start on such a store.
+type backgroundIndexer interface {
+	IndexesInBackground()
+}
+
 // CatchUpIndex brings the search index of every log up to the log: rows
 // missing after an upgrade or a rebuild are projected from the entries.
-// New entries are indexed in the same transaction that stores them.
+// New entries are indexed from the docs each commit carries: in the same
+// transaction on PostgreSQL, by the store's indexer right after the commit
+// on SQLite (see backgroundIndexer).
 func (n *Node) CatchUpIndex(ctx context.Context, progress func(log string, done, total int64)) error {
 	logs, err := n.Store.Logs(ctx)
 	if err != nil {

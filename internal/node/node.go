@@ -9,7 +9,10 @@
 //	server.key    checkpoint signing key (golang.org/x/mod/sumdb/note format)
 //	server.vkey   its verifier key, public
 //	admin.key     the first admin provisioning key token, written once
-//	vellum.db     the SQLite database (plus -wal and -shm files)
+//	vellum.db     the SQLite database of the logs (plus -wal and -shm files)
+//	index.db      the search index, a projection of vellum.db that the
+//	              store's indexer writes after each commit (plus -wal and
+//	              -shm); deleting it while stopped only costs a rebuild
 package node
 
 import (
@@ -185,9 +188,11 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	if err := n.CatchUpIndex(ctx, nil); err != nil {
-		n.Close()
-		return nil, fmt.Errorf("catching up the search index: %w", err)
+	if _, ok := n.Store.(backgroundIndexer); !ok {
+		if err := n.CatchUpIndex(ctx, nil); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("catching up the search index: %w", err)
+		}
 	}
 	n.Server = server.New(server.Config{
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,

@@ -188,6 +188,7 @@ func toHTTP(err error) *httpError {
 		return he
 	}
 	var ee *ledger.EventError
+	var behind *store.IndexBehindError
 	var idx *int
 	if errors.As(err, &ee) {
 		i := ee.Index
@@ -219,6 +220,9 @@ func toHTTP(err error) *httpError {
 		return mk(http.StatusForbidden, api.CodeForbidden)
 	case errors.Is(err, ledger.ErrOverloaded), errors.Is(err, ledger.ErrClosed):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error(), retry: true}
+	case errors.As(err, &behind):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 2,
+			msg: fmt.Sprintf("the search index of log %q is behind the log by %d entries; retry shortly (the entries themselves are stored and readable by index)", behind.Log, behind.Behind)}
 	case errors.Is(err, store.ErrUnavailable):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: "storage is unavailable; nothing was recorded, retry later", retry: true}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

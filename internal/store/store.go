@@ -10,6 +10,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -24,6 +25,32 @@ var (
 	ErrExists      = errors.New("already exists")
 	ErrUnavailable = errors.New("storage unavailable")
 )
+
+// IndexBehindError is a search the search index cannot answer yet: it has
+// not projected the last Behind entries of the log the query covers (an
+// index written after the commits, by a background indexer, fell behind or
+// stopped on Err). It wraps ErrUnavailable: HTTP 503 with Retry-After.
+type IndexBehindError struct {
+	Log    string
+	Behind int64 // entries the index lacks
+	Err    error // why the indexer stopped, if it did
+}
+
+func (e *IndexBehindError) Error() string {
+	msg := fmt.Sprintf("the search index of log %q is behind the log by %d entries", e.Log, e.Behind)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap makes errors.Is(err, ErrUnavailable) hold, and reaches Err.
+func (e *IndexBehindError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrUnavailable, e.Err}
+	}
+	return []error{ErrUnavailable}
+}
 
 // LogInfo describes a stored log.
 type LogInfo struct {
@@ -59,7 +86,8 @@ type Batch struct {
 	Seqs       []Dedup
 	Checkpoint []byte // signed checkpoint at the new size
 	// Docs are the search index rows of the entries (one per entry, same
-	// order). They are a projection, committed with the entries.
+	// order). They are a projection: a backend commits them with the
+	// entries (postgres) or indexes them after the commit (sqlite).
 	Docs []index.Doc
 }
 
@@ -89,7 +117,8 @@ type Store interface {
 	Append(ctx context.Context, b *Batch) error
 	// Search returns the indexes of the entries of log below size that
 	// match f, in f's order, at most f.Limit of them, and whether more may
-	// follow.
+	// follow. A backend that indexes after the commit waits a bounded time
+	// for its index to reach size, else returns an *IndexBehindError.
 	Search(ctx context.Context, log string, f index.Filter, size int64) ([]int64, bool, error)
 	// Indexed returns how many leading entries of log the search index holds.
 	Indexed(ctx context.Context, log string) (int64, error)

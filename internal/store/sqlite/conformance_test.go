@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/vellum-audit/vellum/internal/index"
 	"github.com/vellum-audit/vellum/internal/store"
 	"github.com/vellum-audit/vellum/internal/store/storetest"
 )
@@ -40,20 +39,5 @@ func TestConformance(t *testing.T) {
 			return err
 		},
 	}
-	storetest.Run(t, open, storetest.WithRaw(file), storetest.WithKnownSearchBug(knownSearchBug))
-}
-
-// knownSearchBug names the searches this store answers wrongly today (found
-// by the conformance suite; search.go is to be fixed, then this removed).
-func knownSearchBug(f index.Filter) string {
-	driver := f.Actor != "" || f.Key != "" || f.Action != "" || f.Source != ""
-	switch {
-	case driver:
-		return ""
-	case f.ActionPrefix != "" && f.Target != "" && f.Text == "":
-		return "an action prefix is ignored when a target drives the search"
-	case f.Text != "" && (f.Outcome != "" || f.Target != "" || f.ActionPrefix != "" || !f.EventFrom.IsZero() || !f.EventTo.IsZero()):
-		return "searchText answers more=false once the page is full within a chunk of fewer than 512 text matches, ending pagination early"
-	}
-	return ""
+	storetest.Run(t, open, storetest.WithRaw(file))
 }

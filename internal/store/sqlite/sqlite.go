@@ -2,6 +2,9 @@
 // file (pure Go, modernc.org/sqlite) in WAL mode with synchronous=FULL, so a
 // committed batch has been fsynced before Append returns.
 //
+// The search index is in a second file, index.db, written after each
+// commit by an indexer goroutine (index.go); searches wait for it.
+//
 // Writes go through one connection (SQLite has one writer); reads use a
 // separate pool of read-only connections and never block the writer (WAL).
 // Triggers refuse UPDATE and DELETE on every table that holds log data; no
@@ -11,6 +14,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -25,16 +29,30 @@ import (
 	"github.com/vellum-audit/vellum/internal/store"
 )
 
-const schemaVersion = "1"
+const schemaVersion = "2"
 
+// keyBits is the width of the per-log part of a packed row key: entries and
+// tree hashes are keyed by log<<keyBits | n, so a log's rows are one rowid
+// range (2^23 logs, 2^40 entries or tree hashes each).
+const keyBits = 40
+
+const keyMask = 1<<keyBits - 1
+
+// key packs a log id and an entry index (or tree hash id) into a rowid.
+func key(log, n int64) int64 { return log<<keyBits | n }
+
+// schema is version 2. entries and hashes are rowid tables keyed by key();
+// their log and idx (id) columns are VIRTUAL generated columns, so they cost
+// no space and raw SQL can still address rows by log and index. Key ids are
+// stored as blobs when they are lower-case hex (see idValue).
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created TEXT NOT NULL)`,
-	`CREATE TABLE IF NOT EXISTS entries (log INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (log, idx)) WITHOUT ROWID`,
-	`CREATE TABLE IF NOT EXISTS hashes (log INTEGER NOT NULL, id INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (log, id)) WITHOUT ROWID`,
+	`CREATE TABLE IF NOT EXISTS entries (k INTEGER PRIMARY KEY, data BLOB NOT NULL, log INTEGER AS (k >> 40) VIRTUAL, idx INTEGER AS (k & 1099511627775) VIRTUAL)`,
+	`CREATE TABLE IF NOT EXISTS hashes (k INTEGER PRIMARY KEY, hash BLOB NOT NULL, log INTEGER AS (k >> 40) VIRTUAL, id INTEGER AS (k & 1099511627775) VIRTUAL)`,
 	`CREATE TABLE IF NOT EXISTS checkpoints (log INTEGER NOT NULL, size INTEGER NOT NULL, note BLOB NOT NULL, PRIMARY KEY (log, size)) WITHOUT ROWID`,
-	`CREATE TABLE IF NOT EXISTS event_ids (log INTEGER NOT NULL, key_id TEXT NOT NULL, event_id TEXT NOT NULL, idx INTEGER NOT NULL, event_hash BLOB NOT NULL, PRIMARY KEY (log, key_id, event_id)) WITHOUT ROWID`,
-	`CREATE TABLE IF NOT EXISTS seqs (log INTEGER NOT NULL, key_id TEXT NOT NULL, source TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, event_hash BLOB NOT NULL, PRIMARY KEY (log, key_id, source, seq)) WITHOUT ROWID`,
+	`CREATE TABLE IF NOT EXISTS event_ids (log INTEGER NOT NULL, key_id BLOB NOT NULL, event_id BLOB NOT NULL, idx INTEGER NOT NULL, event_hash BLOB NOT NULL, PRIMARY KEY (log, key_id, event_id)) WITHOUT ROWID`,
+	`CREATE TABLE IF NOT EXISTS seqs (log INTEGER NOT NULL, key_id BLOB NOT NULL, source TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, event_hash BLOB NOT NULL, PRIMARY KEY (log, key_id, source, seq)) WITHOUT ROWID`,
 }
 
 // appendOnly are the tables whose rows are never changed or removed.
@@ -56,6 +74,7 @@ func triggers() []string {
 type Store struct {
 	w, r *sql.DB
 	path string
+	ix   *indexer
 
 	mu    sync.Mutex
 	logID map[string]int64
@@ -66,36 +85,69 @@ var _ store.Store = (*Store)(nil)
 // FileName is the database file's name inside the data directory.
 const FileName = "vellum.db"
 
-// Open opens (creating if needed) the database in dir.
-func Open(ctx context.Context, dir string) (*Store, error) {
-	path := filepath.Join(dir, FileName)
-	dsn := func(extra string) string {
-		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)"} {
-			q.Add("_pragma", p)
-		}
-		return "file:" + path + "?" + q.Encode() + extra
+// journalSizeLimit is the size (bytes) the WAL is truncated to after a
+// checkpoint, so that one burst of writes does not leave a huge WAL behind.
+const journalSizeLimit = 16 << 20
+
+func dsn(path string, pragmas ...string) string {
+	q := url.Values{}
+	for _, p := range append([]string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(ON)"}, pragmas...) {
+		q.Add("_pragma", p)
 	}
-	w, err := sql.Open("sqlite", dsn("&_txlock=immediate"))
+	return "file:" + path + "?" + q.Encode()
+}
+
+// openWriter opens the one connection that writes the database at path
+// (SQLite has one writer), with the given synchronous mode.
+func openWriter(path, synchronous string) (*sql.DB, error) {
+	w, err := sql.Open("sqlite", dsn(path, "synchronous("+synchronous+")", fmt.Sprintf("journal_size_limit(%d)", journalSizeLimit))+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
+	return w, nil
+}
+
+// openReaders opens a pool of read-only connections to the database at
+// path; WAL lets them read beside the writer.
+func openReaders(path string) (*sql.DB, error) {
+	r, err := sql.Open("sqlite", dsn(path, "query_only(1)"))
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	return r, nil
+}
+
+// Open opens (creating if needed) the database in dir, migrating a version
+// 1 database to version 2, and starts the search indexer, which catches up
+// index.db with the logs in the background.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	path := filepath.Join(dir, FileName)
+	w, err := openWriter(path, "FULL")
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{w: w, path: path, logID: map[string]int64{}}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
 	}
-	r, err := sql.Open("sqlite", dsn("&_pragma=query_only(1)"))
+	r, err := openReaders(path)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
-	r.SetMaxOpenConns(8)
-	r.SetMaxIdleConns(8)
 	s.r = r
+	s.ix, err = openIndexer(ctx, s, filepath.Join(dir, IndexFileName))
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -105,30 +157,119 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("opening %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
-	for _, q := range append(append(schema, triggers()...), searchSchema...) {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("creating schema: %w", err)
-		}
+	if _, err := tx.ExecContext(ctx, schema[0]); err != nil {
+		return fmt.Errorf("creating schema: %w", err)
 	}
 	var v string
 	switch err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key='schema_version'`).Scan(&v); {
 	case errors.Is(err, sql.ErrNoRows):
+		v = schemaVersion
 		if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES ('schema_version', ?)`, schemaVersion); err != nil {
 			return err
 		}
 	case err != nil:
 		return err
-	case v != schemaVersion:
+	}
+	vacuum := false
+	switch v {
+	case "1":
+		if err := migrateV1(ctx, tx); err != nil {
+			return fmt.Errorf("migrating %s from schema version 1 to 2: %w", s.path, err)
+		}
+		vacuum = true
+	case schemaVersion:
+	default:
 		return fmt.Errorf("database %s has schema version %s; this vellum knows %s", s.path, v, schemaVersion)
 	}
-	return tx.Commit()
+	for _, q := range append(schema, triggers()...) {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("creating schema: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if vacuum { // give back the pages of the old tables and index
+		if _, err := s.w.ExecContext(ctx, `VACUUM`); err != nil {
+			return fmt.Errorf("compacting %s after migrating it: %w", s.path, err)
+		}
+	}
+	return nil
 }
 
-// Close closes the database.
+// migrateV1 rewrites a version 1 database (WITHOUT ROWID tables keyed by
+// (log, idx), hex key ids as text, the search index inside) as version 2,
+// in the caller's transaction. The search index is dropped: the indexer
+// projects index.db from the logs again.
+func migrateV1(ctx context.Context, tx *sql.Tx) error {
+	var stmts []string
+	for _, t := range appendOnly {
+		for _, op := range []string{"update", "delete"} {
+			stmts = append(stmts, fmt.Sprintf(`DROP TRIGGER IF EXISTS %s_no_%s`, t, op))
+		}
+	}
+	for _, t := range []string{"entries", "hashes", "event_ids", "seqs"} {
+		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE %[1]s RENAME TO %[1]s_v1`, t))
+	}
+	stmts = append(stmts, schema[2:]...)
+	stmts = append(stmts,
+		`INSERT INTO entries(k, data) SELECT log << 40 | idx, data FROM entries_v1 ORDER BY log, idx`,
+		`INSERT INTO hashes(k, hash) SELECT log << 40 | id, hash FROM hashes_v1 ORDER BY log, id`,
+		`INSERT INTO event_ids(log, key_id, event_id, idx, event_hash) SELECT log, `+sqlID("key_id")+`, `+sqlID("event_id")+`, idx, event_hash FROM event_ids_v1`,
+		`INSERT INTO seqs(log, key_id, source, seq, idx, event_hash) SELECT log, `+sqlID("key_id")+`, source, seq, idx, event_hash FROM seqs_v1`,
+		`DROP TABLE entries_v1`, `DROP TABLE hashes_v1`, `DROP TABLE event_ids_v1`, `DROP TABLE seqs_v1`,
+		`DROP TABLE IF EXISTS search`, `DROP TABLE IF EXISTS search_targets`, `DROP TABLE IF EXISTS search_fts`,
+		`UPDATE meta SET value = '2' WHERE key = 'schema_version'`,
+	)
+	for _, q := range stmts {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// sqlID is idValue in SQL, for the migration: lower-case hex of even
+// length as a blob, anything else unchanged.
+func sqlID(col string) string {
+	return fmt.Sprintf(`CASE WHEN length(%[1]s) %% 2 = 0 AND %[1]s GLOB '[0-9a-f]*' AND NOT %[1]s GLOB '*[^0-9a-f]*' THEN unhex(%[1]s) ELSE %[1]s END`, col)
+}
+
+// idValue is how a key id or event id is stored: lower-case hex of even
+// length (key ids, most producers' event ids) as the bytes it encodes, at
+// half the size; anything else as text. A blob never equals a text value,
+// so the mapping is one to one; idString reverses it.
+func idValue(s string) any {
+	if s == "" || len(s)%2 != 0 {
+		return s
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return s
+		}
+	}
+	b, _ := hex.DecodeString(s)
+	return b
+}
+
+// idString reads back a value stored by idValue.
+func idString(v any) string {
+	switch x := v.(type) {
+	case []byte:
+		return hex.EncodeToString(x)
+	case string:
+		return x
+	}
+	return fmt.Sprint(v)
+}
+
+// Close stops the indexer (after it has indexed what was committed) and
+// closes the databases.
 func (s *Store) Close() error {
+	err0 := s.ix.close()
 	err1 := s.r.Close()
 	err2 := s.w.Close()
-	return errors.Join(err1, err2)
+	return errors.Join(err0, err1, err2)
 }
 
 func (s *Store) id(ctx context.Context, log string) (int64, error) {
@@ -237,7 +378,7 @@ func (s *Store) ReadHashes(ctx context.Context, log string, ids []int64) ([]tlog
 	}
 	got := make(map[int64]tlog.Hash, len(ids))
 	if hi-lo <= int64(4*len(ids)+64) {
-		rows, err := s.r.QueryContext(ctx, `SELECT id, hash FROM hashes WHERE log = ? AND id BETWEEN ? AND ?`, id, lo, hi)
+		rows, err := s.r.QueryContext(ctx, `SELECT k & ?, hash FROM hashes WHERE k BETWEEN ? AND ?`, keyMask, key(id, lo), key(id, hi))
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -256,11 +397,11 @@ func (s *Store) ReadHashes(ctx context.Context, log string, ids []int64) ([]tlog
 			return nil, wrap(err)
 		}
 	} else {
-		q := `SELECT id, hash FROM hashes WHERE log = ? AND id IN (?` + strings.Repeat(",?", len(ids)-1) + `)`
+		q := `SELECT k & ?, hash FROM hashes WHERE k IN (?` + strings.Repeat(",?", len(ids)-1) + `)`
 		args := make([]any, 0, len(ids)+1)
-		args = append(args, id)
+		args = append(args, keyMask)
 		for _, x := range ids {
-			args = append(args, x)
+			args = append(args, key(id, x))
 		}
 		rows, err := s.r.QueryContext(ctx, q, args...)
 		if err != nil {
@@ -298,7 +439,7 @@ func (s *Store) ReadEntries(ctx context.Context, log string, start, end int64) (
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT idx, data FROM entries WHERE log = ? AND idx >= ? AND idx < ? ORDER BY idx`, id, start, end)
+	rows, err := s.r.QueryContext(ctx, `SELECT k & ?, data FROM entries WHERE k >= ? AND k < ? ORDER BY k`, keyMask, key(id, start), key(id, max(start, end)))
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -338,7 +479,7 @@ func (s *Store) LookupID(ctx context.Context, log, keyID, eventID string) (store
 	if err != nil {
 		return d, false, err
 	}
-	ok, err := scanDedup(s.r.QueryRowContext(ctx, `SELECT idx, event_hash FROM event_ids WHERE log = ? AND key_id = ? AND event_id = ?`, id, keyID, eventID), &d)
+	ok, err := scanDedup(s.r.QueryRowContext(ctx, `SELECT idx, event_hash FROM event_ids WHERE log = ? AND key_id = ? AND event_id = ?`, id, idValue(keyID), idValue(eventID)), &d)
 	return d, ok, err
 }
 
@@ -358,9 +499,9 @@ func (s *Store) LookupIDs(ctx context.Context, log, keyID string, eventIDs []str
 	args := make([]any, 0, insertParams)
 	for start := 0; start < len(eventIDs); start += per {
 		end := min(len(eventIDs), start+per)
-		args = append(args[:0], id, keyID)
+		args = append(args[:0], id, idValue(keyID))
 		for _, e := range eventIDs[start:end] {
-			args = append(args, e)
+			args = append(args, idValue(e))
 		}
 		q := `SELECT event_id, idx, event_hash FROM event_ids WHERE log = ? AND key_id = ? AND event_id IN (?` + strings.Repeat(",?", end-start-1) + `)`
 		if err := func() error {
@@ -372,9 +513,11 @@ func (s *Store) LookupIDs(ctx context.Context, log, keyID string, eventIDs []str
 			for rows.Next() {
 				d := store.Dedup{KeyID: keyID}
 				var h []byte
-				if err := rows.Scan(&d.EventID, &d.Index, &h); err != nil {
+				var eid any
+				if err := rows.Scan(&eid, &d.Index, &h); err != nil {
 					return wrap(err)
 				}
+				d.EventID = idString(eid)
 				copy(d.EventHash[:], h)
 				out[d.EventID] = d
 			}
@@ -393,7 +536,7 @@ func (s *Store) LookupSeq(ctx context.Context, log, keyID, source string, seq in
 	if err != nil {
 		return d, false, err
 	}
-	ok, err := scanDedup(s.r.QueryRowContext(ctx, `SELECT idx, event_hash FROM seqs WHERE log = ? AND key_id = ? AND source = ? AND seq = ?`, id, keyID, source, seq), &d)
+	ok, err := scanDedup(s.r.QueryRowContext(ctx, `SELECT idx, event_hash FROM seqs WHERE log = ? AND key_id = ? AND source = ? AND seq = ?`, id, idValue(keyID), source, seq), &d)
 	return d, ok, err
 }
 
@@ -404,7 +547,7 @@ func (s *Store) LastSeq(ctx context.Context, log, keyID, source string) (int64, 
 		return 0, false, err
 	}
 	var seq sql.NullInt64
-	err = s.r.QueryRowContext(ctx, `SELECT MAX(seq) FROM seqs WHERE log = ? AND key_id = ? AND source = ?`, id, keyID, source).Scan(&seq)
+	err = s.r.QueryRowContext(ctx, `SELECT MAX(seq) FROM seqs WHERE log = ? AND key_id = ? AND source = ?`, id, idValue(keyID), source).Scan(&seq)
 	if err != nil {
 		return 0, false, wrap(err)
 	}
@@ -412,7 +555,8 @@ func (s *Store) LastSeq(ctx context.Context, log, keyID, source string) (int64, 
 }
 
 // Append implements store.Store: one IMMEDIATE transaction, committed with
-// synchronous=FULL (fsync of the WAL) before it returns.
+// synchronous=FULL (fsync of the WAL) before it returns. The batch's index
+// docs are handed to the indexer after the commit; they are not part of it.
 func (s *Store) Append(ctx context.Context, b *store.Batch) error {
 	id, err := s.id(ctx, b.Log)
 	if err != nil {
@@ -430,35 +574,38 @@ func (s *Store) Append(ctx context.Context, b *store.Batch) error {
 	if size != b.OldSize {
 		return fmt.Errorf("%w: log %q has size %d, batch expects %d", store.ErrUnavailable, b.Log, size, b.OldSize)
 	}
-	if err := insertMany(ctx, tx, "entries(log, idx, data)", 3, len(b.Entries), func(i int, a []any) []any {
-		return append(a, id, b.OldSize+int64(i), b.Entries[i])
+	if err := insertMany(ctx, tx, "entries(k, data)", 2, len(b.Entries), func(i int, a []any) []any {
+		return append(a, key(id, b.OldSize+int64(i)), b.Entries[i])
 	}); err != nil {
 		return err
 	}
-	if err := insertMany(ctx, tx, "hashes(log, id, hash)", 3, len(b.Hashes), func(i int, a []any) []any {
-		return append(a, id, b.Hashes[i].ID, b.Hashes[i].Hash[:])
+	if err := insertMany(ctx, tx, "hashes(k, hash)", 2, len(b.Hashes), func(i int, a []any) []any {
+		return append(a, key(id, b.Hashes[i].ID), b.Hashes[i].Hash[:])
 	}); err != nil {
 		return err
 	}
 	if err := insertMany(ctx, tx, "event_ids(log, key_id, event_id, idx, event_hash)", 5, len(b.IDs), func(i int, a []any) []any {
 		d := &b.IDs[i]
-		return append(a, id, d.KeyID, d.EventID, d.Index, d.EventHash[:])
+		return append(a, id, idValue(d.KeyID), idValue(d.EventID), d.Index, d.EventHash[:])
 	}); err != nil {
 		return err
 	}
 	if err := insertMany(ctx, tx, "seqs(log, key_id, source, seq, idx, event_hash)", 6, len(b.Seqs), func(i int, a []any) []any {
 		d := &b.Seqs[i]
-		return append(a, id, d.KeyID, d.Source, d.Seq, d.Index, d.EventHash[:])
+		return append(a, id, idValue(d.KeyID), d.Source, d.Seq, d.Index, d.EventHash[:])
 	}); err != nil {
 		return err
 	}
-	if err := insertDocs(ctx, tx, id, b.Docs); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(log, size, note) VALUES (?, ?, ?)`, id, b.OldSize+int64(len(b.Entries)), b.Checkpoint); err != nil {
+	newSize := b.OldSize + int64(len(b.Entries))
+	if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(log, size, note) VALUES (?, ?, ?)`, id, newSize, b.Checkpoint); err != nil {
 		return wrap(err)
 	}
-	return wrap(tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return wrap(err)
+	}
+	// The search index follows, outside the commit (see indexer).
+	s.ix.committed(id, b.OldSize, newSize, b.Docs)
+	return nil
 }
 
 // insertParams bounds the parameters of one multi-row INSERT. SQLite allows
@@ -470,7 +617,11 @@ const insertParams = 128
 
 // insertMany inserts n rows of cols columns with multi-row INSERTs of up to
 // insertParams/cols rows each.
-func insertMany(ctx context.Context, tx *sql.Tx, table string, cols, n int, row func(i int, args []any) []any) error {
+func insertMany(ctx context.Context, tx *sql.Tx, table string, cols, n int, row func(i int, args []any) []any, verb ...string) error {
+	insert := "INSERT"
+	if len(verb) > 0 {
+		insert = verb[0]
+	}
 	rowsPer := max(1, insertParams/cols)
 	one := "(?" + strings.Repeat(",?", cols-1) + ")"
 	args := make([]any, 0, min(n, rowsPer)*cols)
@@ -480,7 +631,7 @@ func insertMany(ctx context.Context, tx *sql.Tx, table string, cols, n int, row 
 		for i := start; i < end; i++ {
 			args = row(i, args)
 		}
-		q := "INSERT INTO " + table + " VALUES " + one + strings.Repeat(","+one, end-start-1)
+		q := insert + " INTO " + table + " VALUES " + one + strings.Repeat(","+one, end-start-1)
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return wrap(err)
 		}
