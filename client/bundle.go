@@ -23,6 +23,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/checkpoint"
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/keys"
+	"github.com/vellum-audit/vellum/internal/sigbatch"
 )
 
 // An export bundle is one file that proves, with nothing but the server's
@@ -618,6 +619,25 @@ func (lr *lineReader) decode(line []byte, what string, v any) error {
 // progress, if not nil, is called as entries are checked. Memory stays
 // bounded: entries are streamed.
 func VerifyBundle(r io.Reader, v *Verifier, progress func(done, total int64)) (BundleReport, error) {
+	return VerifyBundleWith(r, v, BundleOptions{Progress: progress})
+}
+
+// BundleOptions tunes VerifyBundleWith.
+type BundleOptions struct {
+	// Strict checks every event signature on its own with crypto/ed25519
+	// (RFC 8032, cofactorless), the rule the server applies when it
+	// accepts an event. Otherwise signatures are checked in batches with
+	// internal/sigbatch's rule (ZIP-215's cofactored equation with
+	// canonical encodings), several times faster; the two differ only on
+	// signatures crafted with small-order components and on keys encoded
+	// non-canonically (docs/bundle.md).
+	Strict bool
+	// Progress, if not nil, is called as entries are checked.
+	Progress func(done, total int64)
+}
+
+// VerifyBundleWith is VerifyBundle with options.
+func VerifyBundleWith(r io.Reader, v *Verifier, opts BundleOptions) (BundleReport, error) {
 	if v == nil {
 		return BundleReport{}, errors.New("verify bundle: a verifier is required")
 	}
@@ -643,10 +663,11 @@ func VerifyBundle(r io.Reader, v *Verifier, progress func(done, total int64)) (B
 		return BundleReport{}, badBundle("the file is neither gzip nor JSON Lines (it starts with %q)", magic)
 	}
 	lr := &lineReader{r: bufio.NewReaderSize(src, maxBundleLine)}
-	return verifyBundle(lr, v, progress)
+	return verifyBundle(lr, v, opts)
 }
 
-func verifyBundle(lr *lineReader, v *Verifier, progress func(done, total int64)) (BundleReport, error) {
+func verifyBundle(lr *lineReader, v *Verifier, opts BundleOptions) (BundleReport, error) {
+	progress := opts.Progress
 	line, err := lr.next("the header", -1)
 	if err != nil {
 		return BundleReport{}, err
@@ -707,6 +728,9 @@ func verifyBundle(lr *lineReader, v *Verifier, progress func(done, total int64))
 	}
 	reg := keys.NewRegistry()
 	sysAudit := v.NewAuditor(api.SystemLog, reg)
+	if !opts.Strict {
+		sysAudit.sigOK = sigbatch.Verify
+	}
 	var sysLeaves []tlog.Hash // of [Start, End) when the bundle is of _system itself
 	sysWhat := "entry %d of " + api.SystemLog
 	for i := int64(0); i < hdr.SystemSize; i++ {
@@ -776,7 +800,7 @@ func verifyBundle(lr *lineReader, v *Verifier, progress func(done, total int64))
 		}
 		report()
 	} else {
-		err := verifyRange(lr, v, reg, hdr.Log, hdr.Start, hdr.End, func(c *entryChunk) {
+		err := verifyRange(lr, v, reg, hdr.Log, hdr.Start, hdr.End, opts.Strict, func(c *entryChunk) {
 			for _, l := range c.leaves {
 				rh.addLeaf(l)
 			}
@@ -838,9 +862,15 @@ const bundleChunk = 256
 
 // verify runs the Auditor's checks over the chunk, from its start index
 // and prev. The registry is complete (all of _system was replayed) and is
-// only read, so chunks are verified concurrently.
-func (c *entryChunk) verify(v *Verifier, reg *keys.Registry, log string) {
+// only read, so chunks are verified concurrently. Unless strict, the
+// chunk's signatures are checked as one batch (internal/sigbatch); the
+// first failure in index order is kept either way.
+func (c *entryChunk) verify(v *Verifier, reg *keys.Registry, log string, strict bool) {
 	a := &Auditor{log: log, server: v.pub, reg: reg, n: c.start, prev: c.prev}
+	if !strict {
+		a.sigOK = sigbatch.Verify
+		a.batch = new(sigbatch.Batch)
+	}
 	if c.ownPrev {
 		e, err := entry.Parse(c.lines[0])
 		if err != nil {
@@ -852,17 +882,22 @@ func (c *entryChunk) verify(v *Verifier, reg *keys.Registry, log string) {
 	c.leaves = make([]tlog.Hash, 0, len(c.lines))
 	for _, l := range c.lines {
 		if err := a.Add(l); err != nil {
+			// A signature of an earlier entry that fails comes first.
+			if serr := a.flushSigs(); serr != nil {
+				err = serr
+			}
 			c.err = err
 			return
 		}
 		c.leaves = append(c.leaves, a.prev)
 	}
+	c.err = a.flushSigs()
 }
 
 // verifyRange reads entries [start, end) of log and verifies them on
 // GOMAXPROCS workers; done is called for each verified chunk in order.
 // The first failure in index order is returned.
-func verifyRange(lr *lineReader, v *Verifier, reg *keys.Registry, log string, start, end int64, done func(*entryChunk)) error {
+func verifyRange(lr *lineReader, v *Verifier, reg *keys.Registry, log string, start, end int64, strict bool, done func(*entryChunk)) error {
 	workers := runtime.GOMAXPROCS(0)
 	order := make(chan *entryChunk, 2*workers)
 	work := make(chan *entryChunk, 2*workers)
@@ -877,7 +912,7 @@ func verifyRange(lr *lineReader, v *Verifier, reg *keys.Registry, log string, st
 				select {
 				case <-stop:
 				default:
-					c.verify(v, reg, log)
+					c.verify(v, reg, log, strict)
 				}
 				close(c.done)
 			}
