@@ -23,6 +23,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/checkpoint"
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/keys"
+	"github.com/vellum-audit/vellum/internal/sigbatch"
 )
 
 // An export bundle is one file that proves, with nothing but the server's
@@ -285,7 +286,10 @@ func (c *Client) Export(ctx context.Context, v *Verifier, log string, start, end
 	now := time.Now().UTC()
 	rep := BundleReport{Log: log, Start: start, End: end, Checkpoint: cp, System: sys, Created: now.Truncate(time.Second)}
 
-	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	// Members of 1 MiB of text compressed on every CPU (docs/bundle.md:
+	// one gzip file of several members).
+	zw := newParallelGzip(w, gzip.BestSpeed, 1<<20, runtime.GOMAXPROCS(0))
+	defer zw.Close()
 	bw := bufio.NewWriterSize(zw, 256<<10)
 	writeLine := func(v any) error {
 		b, err := marshal(v)
@@ -314,23 +318,18 @@ func (c *Client) Export(ctx context.Context, v *Verifier, log string, start, end
 	if err != nil {
 		return rep, fmt.Errorf("%w: %s checkpoint of size %d", ErrVerification, api.SystemLog, sys.Size)
 	}
-	err = c.streamEntries(ctx, api.SystemLog, 0, sys.Size, func(es []api.Entry) error {
-		for _, e := range es {
-			leaf, err := servedEntry(e)
-			if err != nil {
-				return err
-			}
-			sysTree.addLeaf(leaf)
-			bw.Write(e.Data)
-			bw.WriteByte('\n')
+	err = c.exportEntries(ctx, api.SystemLog, 0, sys.Size, nil, func(line []byte) error {
+		sysTree.addLeaf(entry.LeafHash(line))
+		bw.Write(line)
+		if done++; done%4096 == 0 {
+			report()
 		}
-		done += int64(len(es))
-		report()
-		return nil
+		return bw.WriteByte('\n')
 	})
 	if err != nil {
 		return rep, err
 	}
+	report()
 	if root, err := sysTree.root(); err != nil || root != sys.Hash {
 		return rep, fmt.Errorf("%w: export: the server's %s entries do not hash to its checkpoint of size %d", ErrVerification, api.SystemLog, sys.Size)
 	}
@@ -338,29 +337,21 @@ func (c *Client) Export(ctx context.Context, v *Verifier, log string, start, end
 		return rep, err
 	}
 	var first, last []byte
-	err = c.streamEntries(ctx, log, start, end, func(es []api.Entry) error {
-		for _, e := range es {
-			leaf, err := servedEntry(e)
-			if err != nil {
-				return err
-			}
-			rh.addLeaf(leaf)
-			bw.Write(e.Data)
-			if err := bw.WriteByte('\n'); err != nil {
-				return err
-			}
-		}
+	err = c.exportEntries(ctx, log, start, end, func(line []byte) { last = bytes.Clone(line) }, func(line []byte) error {
+		rh.addLeaf(entry.LeafHash(line))
+		bw.Write(line)
 		if first == nil {
-			first = es[0].Data
+			first = bytes.Clone(line)
 		}
-		last = es[len(es)-1].Data
-		done += int64(len(es))
-		report()
-		return nil
+		if done++; done%4096 == 0 {
+			report()
+		}
+		return bw.WriteByte('\n')
 	})
 	if err != nil {
 		return rep, err
 	}
+	report()
 	if root, err := rh.root(); err != nil || root != cp.Hash {
 		return rep, fmt.Errorf("%w: export: the server's entries [%d, %d) of %q and its range proof do not hash to its checkpoint of size %d", ErrVerification, start, end, log, cp.Size)
 	}
@@ -396,6 +387,60 @@ func servedEntry(e api.Entry) (tlog.Hash, error) {
 		return leaf, &EntryError{Log: e.Log, Index: e.Index, Reason: "the entry's bytes contain a line break, which no canonical entry does"}
 	}
 	return leaf, nil
+}
+
+// exportEntries calls fn with the bytes of each entry of [start, end) of
+// log, in order (the slice is valid during the call only), from the
+// server's export stream (GET /v1/logs/{log}/export: one request, one
+// _access record); last, if not nil, is called with the last entry. A
+// server without that endpoint is read page by page instead.
+func (c *Client) exportEntries(ctx context.Context, log string, start, end int64, last func([]byte), fn func([]byte) error) error {
+	q := url.Values{"start": {strconv.FormatInt(start, 10)}, "end": {strconv.FormatInt(end, 10)}}
+	resp, err := c.openStream(ctx, api.LogPath(log)+"/export", q)
+	if err != nil {
+		var ae *Error
+		if errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed) {
+			return c.streamEntries(ctx, log, start, end, func(es []api.Entry) error {
+				for _, e := range es {
+					if _, err := servedEntry(e); err != nil {
+						return err
+					}
+					if err := fn(e.Data); err != nil {
+						return err
+					}
+				}
+				if last != nil && es[len(es)-1].Index == end-1 {
+					last(es[len(es)-1].Data)
+				}
+				return nil
+			})
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReaderSize(resp.Body, maxBundleLine)
+	for i := start; i < end; i++ {
+		line, err := br.ReadSlice('\n')
+		switch {
+		case err == io.EOF:
+			return fmt.Errorf("export of %q: the server's answer ends before entry %d of [%d, %d)", log, i, start, end)
+		case errors.Is(err, bufio.ErrBufferFull):
+			return fmt.Errorf("%w: export of %q: entry %d is longer than %d bytes", ErrVerification, log, i, maxBundleLine)
+		case err != nil:
+			return fmt.Errorf("export of %q, at entry %d: %w", log, i, err)
+		}
+		line = line[:len(line)-1]
+		if err := fn(line); err != nil {
+			return err
+		}
+		if last != nil && i == end-1 {
+			last(line)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return fmt.Errorf("%w: export of %q: the server sent more than the %d entries of [%d, %d)", ErrVerification, log, end-start, start, end)
+	}
+	return ctx.Err()
 }
 
 // streamEntries calls fn with entries [start, end) of log, in order, in
@@ -618,6 +663,25 @@ func (lr *lineReader) decode(line []byte, what string, v any) error {
 // progress, if not nil, is called as entries are checked. Memory stays
 // bounded: entries are streamed.
 func VerifyBundle(r io.Reader, v *Verifier, progress func(done, total int64)) (BundleReport, error) {
+	return VerifyBundleWith(r, v, BundleOptions{Progress: progress})
+}
+
+// BundleOptions tunes VerifyBundleWith.
+type BundleOptions struct {
+	// Strict checks every event signature on its own with crypto/ed25519
+	// (RFC 8032, cofactorless), the rule the server applies when it
+	// accepts an event. Otherwise signatures are checked in batches with
+	// internal/sigbatch's rule (ZIP-215's cofactored equation with
+	// canonical encodings), several times faster; the two differ only on
+	// signatures crafted with small-order components and on keys encoded
+	// non-canonically (docs/bundle.md).
+	Strict bool
+	// Progress, if not nil, is called as entries are checked.
+	Progress func(done, total int64)
+}
+
+// VerifyBundleWith is VerifyBundle with options.
+func VerifyBundleWith(r io.Reader, v *Verifier, opts BundleOptions) (BundleReport, error) {
 	if v == nil {
 		return BundleReport{}, errors.New("verify bundle: a verifier is required")
 	}
@@ -643,10 +707,11 @@ func VerifyBundle(r io.Reader, v *Verifier, progress func(done, total int64)) (B
 		return BundleReport{}, badBundle("the file is neither gzip nor JSON Lines (it starts with %q)", magic)
 	}
 	lr := &lineReader{r: bufio.NewReaderSize(src, maxBundleLine)}
-	return verifyBundle(lr, v, progress)
+	return verifyBundle(lr, v, opts)
 }
 
-func verifyBundle(lr *lineReader, v *Verifier, progress func(done, total int64)) (BundleReport, error) {
+func verifyBundle(lr *lineReader, v *Verifier, opts BundleOptions) (BundleReport, error) {
+	progress := opts.Progress
 	line, err := lr.next("the header", -1)
 	if err != nil {
 		return BundleReport{}, err
@@ -707,6 +772,9 @@ func verifyBundle(lr *lineReader, v *Verifier, progress func(done, total int64))
 	}
 	reg := keys.NewRegistry()
 	sysAudit := v.NewAuditor(api.SystemLog, reg)
+	if !opts.Strict {
+		sysAudit.sigOK = sigbatch.Verify
+	}
 	var sysLeaves []tlog.Hash // of [Start, End) when the bundle is of _system itself
 	sysWhat := "entry %d of " + api.SystemLog
 	for i := int64(0); i < hdr.SystemSize; i++ {
@@ -776,7 +844,7 @@ func verifyBundle(lr *lineReader, v *Verifier, progress func(done, total int64))
 		}
 		report()
 	} else {
-		err := verifyRange(lr, v, reg, hdr.Log, hdr.Start, hdr.End, func(c *entryChunk) {
+		err := verifyRange(lr, v, reg, hdr.Log, hdr.Start, hdr.End, opts.Strict, func(c *entryChunk) {
 			for _, l := range c.leaves {
 				rh.addLeaf(l)
 			}
@@ -838,9 +906,15 @@ const bundleChunk = 256
 
 // verify runs the Auditor's checks over the chunk, from its start index
 // and prev. The registry is complete (all of _system was replayed) and is
-// only read, so chunks are verified concurrently.
-func (c *entryChunk) verify(v *Verifier, reg *keys.Registry, log string) {
+// only read, so chunks are verified concurrently. Unless strict, the
+// chunk's signatures are checked as one batch (internal/sigbatch); the
+// first failure in index order is kept either way.
+func (c *entryChunk) verify(v *Verifier, reg *keys.Registry, log string, strict bool) {
 	a := &Auditor{log: log, server: v.pub, reg: reg, n: c.start, prev: c.prev}
+	if !strict {
+		a.sigOK = sigbatch.Verify
+		a.batch = new(sigbatch.Batch)
+	}
 	if c.ownPrev {
 		e, err := entry.Parse(c.lines[0])
 		if err != nil {
@@ -852,17 +926,22 @@ func (c *entryChunk) verify(v *Verifier, reg *keys.Registry, log string) {
 	c.leaves = make([]tlog.Hash, 0, len(c.lines))
 	for _, l := range c.lines {
 		if err := a.Add(l); err != nil {
+			// A signature of an earlier entry that fails comes first.
+			if serr := a.flushSigs(); serr != nil {
+				err = serr
+			}
 			c.err = err
 			return
 		}
 		c.leaves = append(c.leaves, a.prev)
 	}
+	c.err = a.flushSigs()
 }
 
 // verifyRange reads entries [start, end) of log and verifies them on
 // GOMAXPROCS workers; done is called for each verified chunk in order.
 // The first failure in index order is returned.
-func verifyRange(lr *lineReader, v *Verifier, reg *keys.Registry, log string, start, end int64, done func(*entryChunk)) error {
+func verifyRange(lr *lineReader, v *Verifier, reg *keys.Registry, log string, start, end int64, strict bool, done func(*entryChunk)) error {
 	workers := runtime.GOMAXPROCS(0)
 	order := make(chan *entryChunk, 2*workers)
 	work := make(chan *entryChunk, 2*workers)
@@ -877,7 +956,7 @@ func verifyRange(lr *lineReader, v *Verifier, reg *keys.Registry, log string, st
 				select {
 				case <-stop:
 				default:
-					c.verify(v, reg, log)
+					c.verify(v, reg, log, strict)
 				}
 				close(c.done)
 			}

@@ -239,15 +239,7 @@ func (c *Client) once(ctx context.Context, method, path string, q url.Values, bo
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		e := &Error{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode), Message: http.StatusText(resp.StatusCode)}
-		var body api.Error
-		if json.Unmarshal(data, &body) == nil && body.Error.Code != "" {
-			e.Code, e.Message, e.Index = body.Error.Code, body.Error.Message, body.Error.Index
-		}
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-			e.RetryAfter = time.Duration(s) * time.Second
-		}
-		return e
+		return responseError(resp, data)
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = data
@@ -259,6 +251,49 @@ func (c *Client) once(ctx context.Context, method, path string, q url.Values, bo
 		}
 	}
 	return nil
+}
+
+// responseError is the *Error of a response with status ≥ 300 and body data.
+func responseError(resp *http.Response, data []byte) *Error {
+	e := &Error{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode), Message: http.StatusText(resp.StatusCode)}
+	var body api.Error
+	if json.Unmarshal(data, &body) == nil && body.Error.Code != "" {
+		e.Code, e.Message, e.Index = body.Error.Code, body.Error.Message, body.Error.Index
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	return e
+}
+
+// openStream sends a signed GET for a long answer (no overall timeout)
+// and returns the response of status 200; any other status is returned as
+// an *Error.
+func (c *Client) openStream(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	if c.tok == nil {
+		return nil, ErrTokenRequired
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(path, q), nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.bearer {
+		req.Header.Set("Authorization", "Bearer "+c.tok.BearerCredential())
+	} else if err := httpsig.Sign(req, nil, c.tok.ID(), c.tok.SigningKey(), time.Now()); err != nil {
+		return nil, err
+	}
+	hc := *c.hc
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		return nil, responseError(resp, data)
+	}
+	return resp, nil
 }
 
 // ServerInfo returns the server's origin prefix and checkpoint verifier key.

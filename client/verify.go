@@ -15,6 +15,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/checkpoint"
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/keys"
+	"github.com/vellum-audit/vellum/internal/sigbatch"
 )
 
 // ErrVerification is wrapped by every verification failure.
@@ -184,6 +185,14 @@ type Auditor struct {
 	prev   tlog.Hash
 	stack  []tlog.Hash // roots of complete subtrees, largest first
 	sizes  []int64
+
+	// sigOK checks one event signature; nil means crypto/ed25519.
+	sigOK func(pub ed25519.PublicKey, msg, sig []byte) bool
+	// batch, when not nil, collects the signatures that have one possible
+	// key instead of checking them at once; flushSigs checks them.
+	batch    *sigbatch.Batch
+	batchIdx []int64
+	batchKey []string
 }
 
 // NewAuditor starts auditing log. reg holds the keys registered in _system
@@ -215,7 +224,7 @@ func (a *Auditor) add(data []byte, treeLeaf *tlog.Hash) error {
 	if treeLeaf != nil && *treeLeaf != leaf {
 		return fail("the entry's bytes hash to %s, but the Merkle tree holds leaf %s: the stored entry was changed", leaf, *treeLeaf)
 	}
-	e, err := entry.Parse(data)
+	e, err := entry.ParseFast(data)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -289,15 +298,25 @@ func (a *Auditor) add(data []byte, treeLeaf *tlog.Hash) error {
 			return fail("key %s with auth %q", e.KeyID, e.Auth)
 		}
 	}
-	verified := false
-	for _, pub := range pubs {
-		if ed25519.Verify(pub, e.Message(), e.Sig) {
-			verified = true
-			break
+	if a.batch != nil && len(pubs) == 1 {
+		a.batch.Add(pubs[0], e.Message(), e.Sig)
+		a.batchIdx = append(a.batchIdx, a.n)
+		a.batchKey = append(a.batchKey, e.KeyID)
+	} else {
+		verify := a.sigOK
+		if verify == nil {
+			verify = ed25519.Verify
 		}
-	}
-	if !verified {
-		return fail("event signature does not verify with key %s", e.KeyID)
+		verified := false
+		for _, pub := range pubs {
+			if verify(pub, e.Message(), e.Sig) {
+				verified = true
+				break
+			}
+		}
+		if !verified {
+			return fail("event signature does not verify with key %s", e.KeyID)
+		}
 	}
 	if a.log == api.SystemLog && !genesis {
 		if err := a.reg.Apply(sysEv); err != nil {
@@ -307,6 +326,22 @@ func (a *Auditor) add(data []byte, treeLeaf *tlog.Hash) error {
 	a.push(leaf)
 	a.prev = leaf
 	a.n++
+	return nil
+}
+
+// flushSigs checks the signatures collected in a.batch and names the
+// first entry whose signature fails.
+func (a *Auditor) flushSigs() error {
+	if a.batch == nil || a.batch.Len() == 0 {
+		return nil
+	}
+	bad := a.batch.Verify()
+	idx, key := a.batchIdx, a.batchKey
+	a.batch.Reset()
+	a.batchIdx, a.batchKey = a.batchIdx[:0], a.batchKey[:0]
+	if bad >= 0 {
+		return &EntryError{Log: a.log, Index: idx[bad], Reason: fmt.Sprintf("event signature does not verify with key %s", key[bad])}
+	}
 	return nil
 }
 

@@ -117,7 +117,7 @@ func (m *Main) verifier(ctx context.Context, c *client.Client, statePath string)
 }
 
 func (m *Main) verify(ctx context.Context, args []string) error {
-	fs := m.newFlagSet("verify", "verify --log NAME [--full] [--state FILE] | verify --receipt FILE [--verifier-key KEY]")
+	fs := m.newFlagSet("verify", "verify --log NAME [--full [--strict]] [--state FILE] | verify --receipt FILE [--verifier-key KEY] | verify --bundle FILE [--strict] [--verifier-key KEY]")
 	cf := m.clientFlagsOn(fs)
 	logName := fs.String("log", "", "log to verify")
 	full := fs.Bool("full", false, "fetch and check every entry: leaf hashes, prev chain, tree root and every event signature")
@@ -125,14 +125,18 @@ func (m *Main) verify(ctx context.Context, args []string) error {
 	receipt := fs.String("receipt", "", "check a receipt file offline")
 	bundle := fs.String("bundle", "", "check an export bundle offline")
 	vkey := fs.String("verifier-key", "", "trusted checkpoint verifier key (default: VELLUM_VERIFIER_KEY, or the state file)")
+	strict := fs.Bool("strict", false, "check every event signature on its own with crypto/ed25519 (RFC 8032), not in batches (ZIP-215 rules); slower. --full always checks this way")
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
+	}
+	if *strict && *bundle == "" && !*full {
+		return usageError("vellum verify --bundle FILE --strict, or vellum verify --log NAME --full --strict", "--strict applies to --bundle and --full")
 	}
 	if *receipt != "" {
 		return m.verifyReceipt(ctx, *receipt, *vkey, *statePath)
 	}
 	if *bundle != "" {
-		return m.verifyBundle(ctx, *bundle, *vkey, *statePath)
+		return m.verifyBundle(ctx, *bundle, *vkey, *statePath, *strict)
 	}
 	if *logName == "" {
 		return usageError("vellum verify --log NAME [--full], or vellum verify --receipt FILE", "--log or --receipt is required")
