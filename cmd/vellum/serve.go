@@ -22,6 +22,7 @@ type serveFlags struct {
 	data, listen, name, logLevel, logFormat string
 	postgres                                string
 	tlsCert, tlsKey                         string
+	auditRate                               int
 }
 
 func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
@@ -35,6 +36,7 @@ func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
 		fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 		fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS (HTTP/2 and HTTP/1.1, TLS 1.2 or newer) with this PEM certificate chain; needs --tls-key")
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+		fs.IntVar(&f.auditRate, "audit-rate", 2000, "entries per second the background auditor re-verifies against the tree and the chain (0: off);\na mismatch stops checkpoint signing for that log and records alert.tamper in _system")
 	}
 	return f
 }
@@ -82,7 +84,7 @@ func (m *Main) openNode(ctx context.Context, f *serveFlags, log *slog.Logger) (*
 			return nil, usageError("", "%v", err)
 		}
 	}
-	cfg := node.Config{Dir: f.data, OriginPrefix: f.name, Version: version, Logger: log}
+	cfg := node.Config{Dir: f.data, OriginPrefix: f.name, Version: version, Logger: log, AuditRate: f.auditRate}
 	where := f.data
 	if f.postgres != "" {
 		cfg.OpenStore = m.openPostgres(f.postgres)
@@ -129,6 +131,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	f := m.serverFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
+	}
+	if f.auditRate < 0 {
+		return usageError("give entries per second, or 0 to turn the auditor off", "--audit-rate must not be negative")
 	}
 	var tlsCfg *tls.Config
 	switch {

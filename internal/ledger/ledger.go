@@ -24,6 +24,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +53,62 @@ var (
 	ErrOverloaded   = errors.New("sequencer queue is full")
 	ErrClosed       = errors.New("ledger is shutting down")
 )
+
+// IntegrityError is a log whose stored data failed verification (the
+// auditor found an entry or a tree hash that does not match, say). The
+// ledger fails closed: it signs no new checkpoint for that log, so every
+// append to it is refused, until the process restarts after an operator
+// has investigated (and the log loads cleanly again).
+type IntegrityError struct {
+	Log    string
+	Index  int64 // the first entry found wrong (-1 if not one entry)
+	Reason string
+	Since  time.Time
+}
+
+func (e *IntegrityError) Error() string {
+	where := ""
+	if e.Index >= 0 {
+		where = fmt.Sprintf(" at entry %d", e.Index)
+	}
+	return fmt.Sprintf("log %q failed an integrity check%s (%s); no new checkpoint is signed for it", e.Log, where, e.Reason)
+}
+
+// Distrust marks log as failing verification: from now on no round of it
+// commits and no checkpoint of it is signed. It reports whether this is
+// news (the log was trusted until now).
+func (l *Ledger) Distrust(log string, index int64, reason string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.distrust == nil {
+		l.distrust = map[string]*IntegrityError{}
+	}
+	if _, ok := l.distrust[log]; ok {
+		return false
+	}
+	l.distrust[log] = &IntegrityError{Log: log, Index: index, Reason: reason, Since: time.Now().UTC()}
+	l.m.integrity.Inc(log)
+	return true
+}
+
+// Distrusted is log's integrity failure, or nil.
+func (l *Ledger) Distrusted(log string) *IntegrityError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.distrust[log]
+}
+
+// Integrity lists the logs that failed verification, by name.
+func (l *Ledger) Integrity() []IntegrityError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]IntegrityError, 0, len(l.distrust))
+	for _, e := range l.distrust {
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(a, b IntegrityError) int { return strings.Compare(a.Log, b.Log) })
+	return out
+}
 
 // EventError says which event of a request is to blame.
 type EventError struct {
@@ -106,6 +164,7 @@ type ledgerMetrics struct {
 	commitEntries  *metrics.HistogramVec
 	commitFailures *metrics.CounterVec
 	overloaded     *metrics.CounterVec
+	integrity      *metrics.CounterVec
 }
 
 func (l *Ledger) registerMetrics(r *metrics.Registry) {
@@ -119,6 +178,8 @@ func (l *Ledger) registerMetrics(r *metrics.Registry) {
 			"Rounds whose commit failed (their appends got 503), by log.", "log"),
 		overloaded: r.Counter("vellum_overloaded_total",
 			"Appends refused with 503 because the log's queue was full, by log.", "log"),
+		integrity: r.Counter("vellum_integrity_failures_total",
+			"Logs found failing verification (the server stops signing checkpoints for them), by log.", "log"),
 	}
 	r.GaugeFunc("vellum_queue_events", "Events waiting for their log's sequencer, by log.", []string{"log"}, func(emit func(float64, ...string)) {
 		for _, s := range l.sequencers() {
@@ -160,6 +221,7 @@ type Ledger struct {
 
 	mu       sync.Mutex
 	seqs     map[string]*sequencer
+	distrust map[string]*IntegrityError // logs that failed verification
 	closed   bool
 	inflight sync.WaitGroup // Append and CreateLog calls under way
 }
@@ -382,6 +444,9 @@ func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []
 	defer l.inflight.Done()
 	if len(events) > api.MaxBatch {
 		return nil, fmt.Errorf("%w: %d events in one request, at most %d", ErrTooLarge, len(events), api.MaxBatch)
+	}
+	if ie := l.Distrusted(log); ie != nil {
+		return nil, ie
 	}
 	s, err := l.sequencer(ctx, log)
 	if err != nil {

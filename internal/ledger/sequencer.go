@@ -285,6 +285,15 @@ func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 		accepted[i] = true
 	}
 
+	if ie := s.l.Distrusted(s.log); ie != nil && (len(rs.newEvs) > 0 || s.checkpoint == nil) {
+		// Fail closed: no checkpoint over data this node cannot vouch for.
+		for i, r := range round {
+			if accepted[i] {
+				r.err = ie
+			}
+		}
+		return
+	}
 	s.mu.Lock()
 	cp := s.checkpoint
 	s.mu.Unlock()

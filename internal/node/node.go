@@ -62,6 +62,11 @@ type Config struct {
 	// SQLite database in Dir. The keys always stay in Dir, never in the
 	// store.
 	OpenStore func(ctx context.Context) (store.Store, error)
+	// AuditRate, if positive, runs the background auditor (auditor.go):
+	// it re-verifies at most AuditRate stored entries per second, over
+	// every log, pass after pass, AuditPause apart (default 10 s).
+	AuditRate  int
+	AuditPause time.Duration
 }
 
 type diskConfig struct {
@@ -207,6 +212,17 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		defer n.bg.Done()
 		n.expiryLoop(ctx)
 	}()
+	if cfg.AuditRate > 0 {
+		pause := cfg.AuditPause
+		if pause <= 0 {
+			pause = 10 * time.Second
+		}
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			n.auditLoop(ctx, cfg.AuditRate, pause)
+		}()
+	}
 	if n.shared {
 		n.bg.Add(1)
 		go func() {

@@ -68,6 +68,11 @@ func (s *Server) handle(pattern, op string, fn handlerFunc) {
 			writeError(w, r, s.cfg.Logger, rf.client)
 			return
 		}
+		if c.log != "" {
+			if ie := s.cfg.Ledger.Distrusted(c.log); ie != nil {
+				w.Header().Set("Vellum-Integrity", "failed; "+ie.Error())
+			}
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		if err := fn(sw, r, c); err != nil {
 			he := toHTTP(err)

@@ -151,8 +151,55 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c *call) error 
 	return nil
 }
 
+// healthz reports "ok", or "integrity_failure" with the logs that failed
+// verification (this node signs no checkpoint for them). It answers 200
+// either way, so that a load balancer keeps the node for reads, unless
+// ?strict is given: then a failure is a 503.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	type failure struct {
+		Log    string `json:"log"`
+		Index  *int64 `json:"index,omitempty"`
+		Reason string `json:"reason"`
+		Since  string `json:"since"`
+	}
+	fs := []failure{}
+	for _, e := range s.cfg.Ledger.Integrity() {
+		f := failure{Log: e.Log, Reason: e.Reason, Since: e.Since.Format(time.RFC3339)}
+		if e.Index >= 0 {
+			f.Index = &e.Index
+		}
+		fs = append(fs, f)
+	}
+	if len(fs) == 0 {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	}
+	status := http.StatusOK
+	if r.URL.Query().Has("strict") {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"status": "integrity_failure", "integrity": fs})
+}
+
+// RecordIntegrityFailure makes log fail closed (no new checkpoint) and,
+// the first time, records an alert entry in _system saying what was found
+// where. _system itself failing cannot record its own alert: /healthz and
+// the metrics still report it.
+func (s *Server) RecordIntegrityFailure(ctx context.Context, log string, index int64, reason, detector string) error {
+	if !s.cfg.Ledger.Distrust(log, index, reason) {
+		return nil
+	}
+	s.cfg.Logger.Error("integrity failure: no new checkpoint will be signed for this log", "log", log, "index", index, "reason", reason, "detector", detector)
+	if log == api.SystemLog {
+		return nil
+	}
+	md := map[string]any{"detector": detector, "reason": reason,
+		"action_needed": "compare the log with an exported bundle or a replica, find how the database was changed, restore it from a verified backup; the node refuses appends to this log until restarted on data that verifies"}
+	if index >= 0 {
+		md["index"] = index
+	}
+	return s.serverEvent(ctx, api.SystemLog, "alert.tamper", api.Actor{ID: "vellum-server", Type: "server"},
+		[]api.Target{{ID: log, Type: "log"}}, "failure", md)
 }
 
 // httpError is an error with a status and a message safe for clients.
@@ -189,6 +236,7 @@ func toHTTP(err error) *httpError {
 	}
 	var ee *ledger.EventError
 	var behind *store.IndexBehindError
+	var integrity *ledger.IntegrityError
 	var idx *int
 	if errors.As(err, &ee) {
 		i := ee.Index
@@ -220,6 +268,9 @@ func toHTTP(err error) *httpError {
 		return mk(http.StatusForbidden, api.CodeForbidden)
 	case errors.Is(err, ledger.ErrOverloaded), errors.Is(err, ledger.ErrClosed):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error(), retry: true}
+	case errors.As(err, &integrity):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 60,
+			msg: "nothing was recorded: " + integrity.Error() + "; reads still work and carry a Vellum-Integrity warning; an operator must investigate (docs/guarantees.md)"}
 	case errors.As(err, &behind):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 2,
 			msg: fmt.Sprintf("the search index of log %q is behind the log by %d entries; retry shortly (the entries themselves are stored and readable by index)", behind.Log, behind.Behind)}

@@ -52,6 +52,21 @@ func (e *IndexBehindError) Unwrap() []error {
 	return []error{ErrUnavailable}
 }
 
+// MissingError is an entry that the log's size says is stored but that
+// storage does not return: removed behind the store's back, or storage
+// that lost it. It wraps ErrUnavailable (nothing can be served for it);
+// the auditor treats it as an integrity failure.
+type MissingError struct {
+	Log   string
+	Index int64
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("%v: log %q: entry %d missing", ErrUnavailable, e.Log, e.Index)
+}
+
+func (e *MissingError) Unwrap() error { return ErrUnavailable }
+
 // LogInfo describes a stored log.
 type LogInfo struct {
 	Name    string

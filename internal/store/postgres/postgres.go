@@ -411,7 +411,7 @@ func (s *Store) ReadEntries(ctx context.Context, log string, start, end int64) (
 			return nil, wrap(err)
 		}
 		if idx != start+int64(len(out)) {
-			return nil, fmt.Errorf("%w: log %q: entry %d missing", store.ErrUnavailable, log, start+int64(len(out)))
+			return nil, &store.MissingError{Log: log, Index: start + int64(len(out))}
 		}
 		out = append(out, data)
 	}
