@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "bad", childEnv, err)
 			os.Exit(2)
 		}
+		applyTestFileLimit()
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		mm := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv,
 			Ready: func(addr string) { fmt.Fprintf(os.Stdout, "READY %s\n", addr) }}
@@ -83,6 +84,7 @@ func newPostgresDB(t *testing.T) string {
 type child struct {
 	t    *testing.T
 	args []string
+	env  []string // added to the test's environment
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	addr string
@@ -120,7 +122,7 @@ func (c *child) start() {
 	t.Helper()
 	a, _ := json.Marshal(c.args)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(a))
+	cmd.Env = append(append(os.Environ(), c.env...), childEnv+"="+string(a))
 	cmd.Stderr = c.logs
 	out, err := cmd.StdoutPipe()
 	if err != nil {

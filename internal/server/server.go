@@ -274,6 +274,9 @@ func toHTTP(err error) *httpError {
 	case errors.As(err, &behind):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 2,
 			msg: fmt.Sprintf("the search index of log %q is behind the log by %d entries; retry shortly (the entries themselves are stored and readable by index)", behind.Log, behind.Behind)}
+	case errors.Is(err, store.ErrWriteFailed):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 5,
+			msg: "storage is full or failing: it refused a write; nothing was recorded; retry once space is freed (reads still work)"}
 	case errors.Is(err, store.ErrUnavailable):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: "storage is unavailable; nothing was recorded, retry later", retry: true}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -24,6 +24,10 @@ var (
 	ErrNotFound    = errors.New("not found")
 	ErrExists      = errors.New("already exists")
 	ErrUnavailable = errors.New("storage unavailable")
+	// ErrWriteFailed is storage refusing a write: a full disk, a file size
+	// limit, a failing disk or fsync. Errors that are it are also
+	// ErrUnavailable (503): nothing of the write was stored.
+	ErrWriteFailed = errors.New("storage refused a write (disk full or failing)")
 )
 
 // IndexBehindError is a search the search index cannot answer yet: it has

@@ -214,6 +214,10 @@ func wrap(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, store.ErrUnavailable) {
 		return err
 	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "53100" || pe.Code == "58030") { // disk_full, io_error
+		return fmt.Errorf("%w: %w: %v", store.ErrUnavailable, store.ErrWriteFailed, err)
+	}
 	return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 }
 

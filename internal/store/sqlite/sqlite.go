@@ -297,7 +297,30 @@ func wrap(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if writeFailed(err) {
+		return fmt.Errorf("%w: %w: %v", store.ErrUnavailable, store.ErrWriteFailed, err)
+	}
 	return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+}
+
+// writeFailed reports SQLite errors of a write that the disk refused:
+// SQLITE_FULL, SQLITE_IOERR_WRITE, SQLITE_IOERR_FSYNC and their kin
+// (SQLITE_IOERR_SHORT_READ and other read errors are not writes).
+func writeFailed(err error) bool {
+	var se interface{ Code() int }
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() {
+	case 13, // SQLITE_FULL
+		10 | 3<<8,  // SQLITE_IOERR_WRITE
+		10 | 4<<8,  // SQLITE_IOERR_FSYNC
+		10 | 5<<8,  // SQLITE_IOERR_DIR_FSYNC
+		10 | 6<<8,  // SQLITE_IOERR_TRUNCATE
+		10 | 13<<8: // SQLITE_IOERR_SHMSIZE
+		return true
+	}
+	return false
 }
 
 // CreateLog implements store.Store.

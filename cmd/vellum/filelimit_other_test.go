@@ -1,0 +1,7 @@
+//go:build !linux
+
+package main
+
+const fileLimitEnv = "VELLUM_TEST_FSIZE"
+
+func applyTestFileLimit() {}
