@@ -9,6 +9,7 @@ require (
 	github.com/transparency-dev/merkle v0.0.2
 	github.com/yaronf/httpsign v0.4.1
 	golang.org/x/mod v0.30.0
+	golang.org/x/sync v0.17.0
 	golang.org/x/text v0.30.0
 	modernc.org/sqlite v1.40.1
 )
@@ -39,7 +40,6 @@ require (
 	github.com/valyala/fastjson v1.6.4 // indirect
 	golang.org/x/crypto v0.43.0 // indirect
 	golang.org/x/exp v0.0.0-20250620022241-b7579e27df2b // indirect
-	golang.org/x/sync v0.17.0 // indirect
 	golang.org/x/sys v0.37.0 // indirect
 	modernc.org/libc v1.66.10 // indirect
 	modernc.org/mathutil v1.7.1 // indirect

@@ -67,6 +67,11 @@ type Config struct {
 	// every log, pass after pass, AuditPause apart (default 10 s).
 	AuditRate  int
 	AuditPause time.Duration
+	// QueueLimit bounds the events waiting per log (ledger default
+	// 65,536); BodyBudget the bytes of request bodies in memory (server
+	// default 64 MiB). Past either, appends get 503 with Retry-After.
+	QueueLimit int
+	BodyBudget int64
 }
 
 type diskConfig struct {
@@ -169,7 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.Metrics = newMetrics(cfg.Version)
 	lc := ledger.Config{
 		Store: st, Signer: n.signer, Verifier: mustVerifier(n.vkey), OriginPrefix: n.Init.OriginPrefix,
-		Keys: n.resolve, Admit: n.admit, Logger: cfg.Logger, Metrics: n.Metrics,
+		Keys: n.resolve, Admit: n.admit, Logger: cfg.Logger, Metrics: n.Metrics, QueueLimit: cfg.QueueLimit,
 	}
 	if n.shared {
 		// Every round catches up with _system under its log's lock, so a
@@ -202,7 +207,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.Server = server.New(server.Config{
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
 		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,
-		Refold: n.fold, Sync: n.syncRegistry, Metrics: n.Metrics,
+		Refold: n.fold, Sync: n.syncRegistry, Metrics: n.Metrics, BodyBudget: cfg.BodyBudget,
 	})
 	n.Handler = n.Server
 	ctx, cancel := context.WithCancel(context.Background())

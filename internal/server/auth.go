@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/entry"
@@ -60,7 +61,29 @@ func (s *Server) refuse(status int, keyID, reason string) *refusal {
 // route has a {log}, authorisation of op on that log. Every refusal is
 // recorded in _access; so is every successful read (GET).
 func (s *Server) handle(pattern, op string, fn handlerFunc) {
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	s.mux.HandleFunc(pattern, s.authed(op, fn))
+}
+
+// authed is fn behind authentication (and authorisation of op), with its
+// refusals and reads recorded in _access.
+func (s *Server) authed(op string, fn handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			// Request bodies in memory are bounded as a whole: past the
+			// budget a request is refused before its body is read.
+			n := r.ContentLength
+			if n < 0 || n > api.MaxBodySize {
+				n = api.MaxBodySize
+			}
+			n = max(n, 4096)
+			if !s.bodies.TryAcquire(n) {
+				s.m.busy.Inc()
+				writeError(w, r, s.cfg.Logger, &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 1,
+					msg: "the server is busy: too many request bodies in flight; nothing was recorded; retry shortly"})
+				return
+			}
+			defer s.bodies.Release(n)
+		}
 		c, rf := s.authenticate(w, r, op)
 		if rf != nil {
 			s.m.authRefusals.Inc(refusalClass(rf))
@@ -76,8 +99,10 @@ func (s *Server) handle(pattern, op string, fn handlerFunc) {
 		sw := &statusWriter{ResponseWriter: w}
 		if err := fn(sw, r, c); err != nil {
 			he := toHTTP(err)
-			if he.status == http.StatusForbidden {
-				s.recordAccess(r, c.key.ID, he.status, he.msg)
+			if he.status >= 400 && he.status < 500 {
+				// Every refusal of a request made with a key is on the
+				// record, with the message the client got.
+				s.recordAccess(r, c.key.ID, he.status, truncate(he.msg, 512))
 			}
 			writeError(sw, r, s.cfg.Logger, err)
 			return
@@ -85,7 +110,7 @@ func (s *Server) handle(pattern, op string, fn handlerFunc) {
 		if r.Method == http.MethodGet && sw.status < 300 {
 			s.recordAccess(r, c.key.ID, sw.status, "")
 		}
-	})
+	}
 }
 
 // refusalClass is a refusal's reason as a metric label: a few fixed
@@ -343,12 +368,12 @@ func (s *Server) recordAccess(r *http.Request, keyID string, status int, reason 
 	if keyID == "" {
 		actor = api.Actor{ID: "anonymous", Type: "anonymous", IP: actor.IP}
 	}
-	md := map[string]any{"method": r.Method, "path": r.URL.Path, "status": status}
+	md := map[string]any{"method": sanitize(truncate(r.Method, 32)), "path": sanitize(truncate(r.URL.Path, 512)), "status": status}
 	if r.URL.RawQuery != "" && len(r.URL.RawQuery) < 1024 {
-		md["query"] = r.URL.RawQuery
+		md["query"] = sanitize(r.URL.RawQuery)
 	}
 	if reason != "" {
-		md["reason"] = reason
+		md["reason"] = sanitize(reason)
 	}
 	var targets []api.Target
 	if l := r.PathValue("log"); l != "" && len(l) <= 63 {
@@ -388,7 +413,19 @@ func (s *Server) suppressed(src string, n int64) int64 {
 }
 
 // sanitize keeps a string printable for the record.
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 func sanitize(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return '?'

@@ -16,9 +16,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/vellum-audit/vellum/api"
 	"github.com/vellum-audit/vellum/internal/entry"
@@ -49,6 +52,9 @@ type Config struct {
 	// Metrics, if set, receives the server's metrics and is served at
 	// GET /metrics to keys that may read _system (auditor, admin).
 	Metrics *metrics.Registry
+	// BodyBudget bounds the bytes of request bodies held in memory at
+	// once (default 64 MiB); a request whose body would exceed it gets 503.
+	BodyBudget int64
 }
 
 // serverMetrics are the server's instruments.
@@ -57,6 +63,7 @@ type serverMetrics struct {
 	events       *metrics.CounterVec
 	batchEvents  *metrics.HistogramVec
 	authRefusals *metrics.CounterVec
+	busy         *metrics.CounterVec
 }
 
 func (s *Server) registerMetrics(r *metrics.Registry) {
@@ -69,6 +76,8 @@ func (s *Server) registerMetrics(r *metrics.Registry) {
 			"Events per append request.", []float64{1, 10, 100, 1000}),
 		authRefusals: r.Counter("vellum_auth_refusals_total",
 			"Requests refused by authentication or authorisation, by reason.", "reason"),
+		busy: r.Counter("vellum_busy_refusals_total",
+			"Requests refused with 503 before their body was read, because the bodies in flight reached their memory budget."),
 	}
 }
 
@@ -76,6 +85,7 @@ func (s *Server) registerMetrics(r *metrics.Registry) {
 type Server struct {
 	cfg      Config
 	m        serverMetrics
+	bodies   *semaphore.Weighted // bytes of request bodies in memory
 	nonces   *httpsig.NonceCache
 	policy   httpsig.Policy
 	mux      *http.ServeMux
@@ -106,6 +116,10 @@ func New(cfg Config) *Server {
 		cfg.Metrics = metrics.NewRegistry()
 		s.cfg.Metrics = cfg.Metrics
 	}
+	if cfg.BodyBudget <= 0 {
+		cfg.BodyBudget = 64 << 20
+	}
+	s.bodies = semaphore.NewWeighted(max(cfg.BodyBudget, api.MaxBodySize))
 	s.registerMetrics(cfg.Metrics)
 	s.routes()
 	return s
@@ -114,6 +128,18 @@ func New(cfg Config) *Server {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// A path with '.', '..', '//' or a trailing '/' (decoded from %2e, %2f
+	// too) would be redirected by the mux to its clean form; it is refused
+	// instead: nothing is served under two names, and no client is sent
+	// elsewhere.
+	if p := r.URL.Path; p != "/" && (p == "" || path.Clean(p) != p) {
+		// Authenticated first, so that the refusal of a request made with
+		// a key is recorded under that key.
+		s.authed("", func(http.ResponseWriter, *http.Request, *call) error {
+			return errBadRequest("the request path %q is not canonical: no '.' or '..' segments, no '//', no trailing '/'", sanitize(truncate(p, 200)))
+		})(w, r)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -136,8 +162,11 @@ func (s *Server) routes() {
 	s.handle("GET /v1/logs/{log}/tile/{path...}", "read", s.getTile)
 	s.tailRoutes()
 	s.exportRoutes()
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, s.cfg.Logger, errNotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
+	// Anything else: 404 (after authentication, so that the refusal of a
+	// request made with a key is on the record under that key, and no
+	// endpoint can be probed for without one).
+	s.handle("/", "", func(w http.ResponseWriter, r *http.Request, c *call) error {
+		return errNotFound("no such endpoint: %s %s", sanitize(truncate(r.Method, 32)), sanitize(truncate(r.URL.Path, 200)))
 	})
 }
 
