@@ -22,14 +22,16 @@ import (
 // by the indexer; deleting it (server stopped) only costs a rebuild.
 const IndexFileName = "index.db"
 
-const indexSchemaVersion = "2"
+const indexSchemaVersion = "3"
 
 // The search index. Every entry is one row of docs (its received time and
 // its event time minus its received time, in microseconds) and one
 // document of the FTS5 table terms, both keyed by key(log, idx). A terms
 // document holds one token per indexed field value (tokenOf: a letter
 // naming the field, '=', then the value in hex, so any value is one exact
-// token) and the metadata's words, with any '=' in them made a space: '='
+// token; an action also has a token for each prefix of it that ends in a
+// dot, so that the prefixes the API takes, user.*, are one token) and the
+// metadata's words, with any '=' in them made a space: '='
 // is a token character, so no word can be a field token. terms is
 // contentless, with neither positions nor columns (detail=none,
 // columnsize=0): about half the size of a table with columns, and every
@@ -40,6 +42,9 @@ var indexSchema = []string{
 	`CREATE TABLE IF NOT EXISTS docs (k INTEGER PRIMARY KEY, received INTEGER NOT NULL, etime INTEGER)`,
 	`CREATE TABLE IF NOT EXISTS actions (log INTEGER NOT NULL, action TEXT NOT NULL, PRIMARY KEY (log, action)) WITHOUT ROWID`,
 	`CREATE VIRTUAL TABLE IF NOT EXISTS terms USING fts5(t, content='', detail=none, columnsize=0, tokenize='unicode61 remove_diacritics 2 tokenchars ''=''')`,
+	// Merge segments at two per level instead of four: fewer segments for
+	// a query to seek in (they dominate its cost), for more merging.
+	`INSERT INTO terms(terms, rank) VALUES ('automerge', 2)`,
 }
 
 // Field letters of the k tokens.
@@ -51,6 +56,7 @@ const (
 	fOutcome    = 'o'
 	fTarget     = 't'
 	fTargetType = 'u' // target id, 'x', target type
+	fActionDot  = 'm' // the action up to and including each of its dots
 )
 
 // tokenOf is the token of a field's value(s).
@@ -72,6 +78,11 @@ func termsOf(d *index.Doc) string {
 	t := []string{tokenOf(fActor, d.Actor), tokenOf(fAction, d.Action), tokenOf(fKey, d.Key), tokenOf(fSource, d.Source), tokenOf(fOutcome, d.Outcome)}
 	for _, x := range d.Targets {
 		t = append(t, tokenOf(fTarget, x[0]), tokenOf(fTargetType, x[0], x[1]))
+	}
+	for i := 0; i < len(d.Action); i++ {
+		if d.Action[i] == '.' { // user.mfa.enable: user. and user.mfa.
+			t = append(t, tokenOf(fActionDot, d.Action[:i+1]))
+		}
 	}
 	if d.Text != "" {
 		t = append(t, strings.ReplaceAll(d.Text, "=", " "))

@@ -59,8 +59,9 @@ const maxPrefixActions = 200
 // Search implements store.Store. It first waits (at most searchWait) for
 // the indexer to have projected the log up to size. Then every equality
 // filter (actor, key, action, source, outcome, target) is a field token of
-// terms, an action prefix is the OR of the tokens of the log's actions
-// under it, and each word of the text a token too: one
+// terms, an action prefix ending in a dot is a token too (other prefixes
+// are the OR of the tokens of the log's actions under them), and each word
+// of the text a token: one
 // FTS5 query whose doclists are walked in rowid (= entry index) order and
 // merged by seeks. Time windows are rowid bounds (received times grow with
 // the index: found by bisection over docs), so every query stops after
@@ -197,6 +198,8 @@ func (s *Store) matchOf(ctx context.Context, id int64, f index.Filter) (string, 
 			return "", false, nil
 		}
 		k(fAction, f.Action)
+	case strings.HasSuffix(f.ActionPrefix, "."): // what ParseFilter makes of user.*
+		k(fActionDot, f.ActionPrefix)
 	case f.ActionPrefix != "":
 		actions, err := s.actionsUnder(ctx, id, f.ActionPrefix)
 		if err != nil || len(actions) == 0 {
