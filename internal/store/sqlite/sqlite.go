@@ -128,7 +128,7 @@ func openReaders(path string) (*sql.DB, error) {
 // index.db with the logs in the background.
 func Open(ctx context.Context, dir string) (*Store, error) {
 	path := filepath.Join(dir, FileName)
-	w, err := openWriter(path, "FULL", "page_size(8192)")
+	w, err := openWriter(path, "FULL")
 	if err != nil {
 		return nil, err
 	}
