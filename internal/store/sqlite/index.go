@@ -22,19 +22,29 @@ import (
 // by the indexer; deleting it (server stopped) only costs a rebuild.
 const IndexFileName = "index.db"
 
-const indexSchemaVersion = "1"
+const indexSchemaVersion = "3"
 
-// The search index. Every entry is one row of docs (its received and event
-// times, unix microseconds) and one document of the FTS5 table terms, both
-// keyed by key(log, idx). terms has two columns: k holds one token per
-// indexed field value (tokenOf: a letter naming the field, then the value
-// in hex, so any value is one exact token), body the metadata's words.
-// actions lists each log's distinct actions, for action prefixes.
+// The search index. Every entry is one row of docs (its received time and
+// its event time minus its received time, in microseconds) and one
+// document of the FTS5 table terms, both keyed by key(log, idx). A terms
+// document holds one token per indexed field value (tokenOf: a letter
+// naming the field, '=', then the value in hex, so any value is one exact
+// token; an action also has a token for each prefix of it that ends in a
+// dot, so that the prefixes the API takes, user.*, are one token) and the
+// metadata's words, with any '=' in them made a space: '='
+// is a token character, so no word can be a field token. terms is
+// contentless, with neither positions nor columns (detail=none,
+// columnsize=0): about half the size of a table with columns, and every
+// query here is a conjunction of single tokens. actions lists each log's
+// distinct actions, for action prefixes.
 var indexSchema = []string{
 	`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`,
 	`CREATE TABLE IF NOT EXISTS docs (k INTEGER PRIMARY KEY, received INTEGER NOT NULL, etime INTEGER)`,
 	`CREATE TABLE IF NOT EXISTS actions (log INTEGER NOT NULL, action TEXT NOT NULL, PRIMARY KEY (log, action)) WITHOUT ROWID`,
-	`CREATE VIRTUAL TABLE IF NOT EXISTS terms USING fts5(k, body, content='', detail=column, tokenize='unicode61 remove_diacritics 2')`,
+	`CREATE VIRTUAL TABLE IF NOT EXISTS terms USING fts5(t, content='', detail=none, columnsize=0, tokenize='unicode61 remove_diacritics 2 tokenchars ''=''')`,
+	// Merge segments at two per level instead of four: fewer segments for
+	// a query to seek in (they dominate its cost), for more merging.
+	`INSERT INTO terms(terms, rank) VALUES ('automerge', 2)`,
 }
 
 // Field letters of the k tokens.
@@ -46,12 +56,14 @@ const (
 	fOutcome    = 'o'
 	fTarget     = 't'
 	fTargetType = 'u' // target id, 'x', target type
+	fActionDot  = 'm' // the action up to and including each of its dots
 )
 
-// tokenOf is the k token of a field's value(s).
+// tokenOf is the token of a field's value(s).
 func tokenOf(field byte, vals ...string) string {
 	var b strings.Builder
 	b.WriteByte(field)
+	b.WriteByte('=')
 	for i, v := range vals {
 		if i > 0 {
 			b.WriteByte('x')
@@ -61,10 +73,19 @@ func tokenOf(field byte, vals ...string) string {
 	return b.String()
 }
 
-func fieldTokens(d *index.Doc) string {
+// termsOf is the text of d's terms document.
+func termsOf(d *index.Doc) string {
 	t := []string{tokenOf(fActor, d.Actor), tokenOf(fAction, d.Action), tokenOf(fKey, d.Key), tokenOf(fSource, d.Source), tokenOf(fOutcome, d.Outcome)}
 	for _, x := range d.Targets {
 		t = append(t, tokenOf(fTarget, x[0]), tokenOf(fTargetType, x[0], x[1]))
+	}
+	for i := 0; i < len(d.Action); i++ {
+		if d.Action[i] == '.' { // user.mfa.enable: user. and user.mfa.
+			t = append(t, tokenOf(fActionDot, d.Action[:i+1]))
+		}
+	}
+	if d.Text != "" {
+		t = append(t, strings.ReplaceAll(d.Text, "=", " "))
 	}
 	return strings.Join(t, " ")
 }
@@ -193,8 +214,13 @@ func (ix *indexer) create(ctx context.Context) error {
 		return err
 	case err != nil:
 		return fmt.Errorf("opening %s: %w", ix.path, err)
-	case v != indexSchemaVersion:
-		return fmt.Errorf("%s has index schema version %s; this vellum knows %s (delete the file to rebuild it)", ix.path, v, indexSchemaVersion)
+	case v != indexSchemaVersion: // another layout: start again, from the logs
+		slog.Warn("the search index has another layout; rebuilding it from the logs", "file", ix.path, "version", v, "want", indexSchemaVersion)
+		if err := ix.drop(ctx); err != nil {
+			return err
+		}
+		_, err := ix.w.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'schema_version'`, indexSchemaVersion)
+		return err
 	}
 	return nil
 }
@@ -245,6 +271,7 @@ func (ix *indexer) committed(id, old, size int64, docs []index.Doc) {
 	}
 	ix.mu.Lock()
 	li.target = max(li.target, size)
+	li.err = nil // a failed log is tried again at each commit
 	switch {
 	case li.fromLog:
 	case docs[0].Index == li.next && len(li.queue) < maxQueued:
@@ -351,7 +378,9 @@ func (ix *indexer) step(ctx context.Context, id int64, stopping bool) (bool, err
 	if stale {
 		return true, nil
 	}
-	n, err := ix.write(ctx, id, docs)
+	// Docs taken from the queue are written even when the indexer is being
+	// stopped (Close waits for them); on a failure they go back in front.
+	n, err := ix.write(context.WithoutCancel(ctx), id, docs)
 	if errors.Is(err, errGap) { // the docs do not continue the index: read the log
 		ix.mu.Lock()
 		li.queue, li.fromLog = nil, true
@@ -359,6 +388,13 @@ func (ix *indexer) step(ctx context.Context, id int64, stopping bool) (bool, err
 		return true, nil
 	}
 	if err != nil {
+		if !fromLog {
+			ix.mu.Lock()
+			if !li.fromLog {
+				li.queue = append(docs, li.queue...)
+			}
+			ix.mu.Unlock()
+		}
 		return false, err
 	}
 	ix.mu.Lock()
@@ -426,15 +462,15 @@ func (ix *indexer) write(ctx context.Context, id int64, docs []index.Doc) (int64
 		d := &docs[i]
 		var et any
 		if !d.EventTime.IsZero() {
-			et = d.EventTime.UnixMicro()
+			et = d.EventTime.UnixMicro() - d.Received.UnixMicro() // small: fewer bytes
 		}
 		return append(a, key(id, d.Index), d.Received.UnixMicro(), et)
 	}); err != nil {
 		return 0, err
 	}
-	if err := insertMany(ctx, tx, "terms(rowid, k, body)", 3, len(docs), func(i int, a []any) []any {
+	if err := insertMany(ctx, tx, "terms(rowid, t)", 2, len(docs), func(i int, a []any) []any {
 		d := &docs[i]
-		return append(a, key(id, d.Index), fieldTokens(d), d.Text)
+		return append(a, key(id, d.Index), termsOf(d))
 	}); err != nil {
 		return 0, err
 	}
@@ -506,7 +542,7 @@ func (ix *indexer) drop(ctx context.Context) error {
 			return wrap(err)
 		}
 	}
-	for _, q := range indexSchema {
+	for _, q := range indexSchema[1:] {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return wrap(err)
 		}

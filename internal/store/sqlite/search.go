@@ -58,9 +58,10 @@ const maxPrefixActions = 200
 
 // Search implements store.Store. It first waits (at most searchWait) for
 // the indexer to have projected the log up to size. Then every equality
-// filter (actor, key, action, source, outcome, target) is a token of the
-// k column of terms, an action prefix is the OR of the tokens of the
-// log's actions under it, and each word of the text a token of body: one
+// filter (actor, key, action, source, outcome, target) is a field token of
+// terms, an action prefix ending in a dot is a token too (other prefixes
+// are the OR of the tokens of the log's actions under them), and each word
+// of the text a token: one
 // FTS5 query whose doclists are walked in rowid (= entry index) order and
 // merged by seeks. Time windows are rowid bounds (received times grow with
 // the index: found by bisection over docs), so every query stops after
@@ -112,10 +113,10 @@ func (s *Store) Search(ctx context.Context, log string, f index.Filter, size int
 	args := []any{}
 	var etime []string
 	if !f.EventFrom.IsZero() {
-		etime = append(etime, "d.etime >= ?")
+		etime = append(etime, "d.etime + d.received >= ?")
 	}
 	if !f.EventTo.IsZero() {
-		etime = append(etime, "d.etime < ?")
+		etime = append(etime, "d.etime + d.received < ?")
 	}
 	if match == "" {
 		q = "SELECT d.k FROM docs d WHERE d.k >= ? AND d.k < ?"
@@ -167,10 +168,11 @@ func (s *Store) Search(ctx context.Context, log string, f index.Filter, size int
 }
 
 // matchOf is f's FTS5 query ("" when f has no token filter), or false when
-// nothing can match.
+// nothing can match. A word is never a field token: words are letters and
+// digits (index.Words), field tokens hold a '='.
 func (s *Store) matchOf(ctx context.Context, id int64, f index.Filter) (string, bool, error) {
 	var and []string
-	k := func(field byte, vals ...string) { and = append(and, `k:"`+tokenOf(field, vals...)+`"`) }
+	k := func(field byte, vals ...string) { and = append(and, `"`+tokenOf(field, vals...)+`"`) }
 	if f.Actor != "" {
 		k(fActor, f.Actor)
 	}
@@ -196,6 +198,8 @@ func (s *Store) matchOf(ctx context.Context, id int64, f index.Filter) (string, 
 			return "", false, nil
 		}
 		k(fAction, f.Action)
+	case strings.HasSuffix(f.ActionPrefix, "."): // what ParseFilter makes of user.*
+		k(fActionDot, f.ActionPrefix)
 	case f.ActionPrefix != "":
 		actions, err := s.actionsUnder(ctx, id, f.ActionPrefix)
 		if err != nil || len(actions) == 0 {
@@ -203,7 +207,7 @@ func (s *Store) matchOf(ctx context.Context, id int64, f index.Filter) (string, 
 		}
 		var or []string
 		for _, a := range actions {
-			or = append(or, `k:"`+tokenOf(fAction, a)+`"`)
+			or = append(or, `"`+tokenOf(fAction, a)+`"`)
 		}
 		and = append(and, "("+strings.Join(or, " OR ")+")")
 	}
@@ -213,7 +217,7 @@ func (s *Store) matchOf(ctx context.Context, id int64, f index.Filter) (string, 
 		if ws := index.Words(w); !slices.Equal(ws, []string{w}) {
 			return "", false, nil
 		}
-		and = append(and, `body:"`+strings.ReplaceAll(w, `"`, `""`)+`"`)
+		and = append(and, `"`+strings.ReplaceAll(w, `"`, `""`)+`"`)
 	}
 	return strings.Join(and, " AND "), true, nil
 }

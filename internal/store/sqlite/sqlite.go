@@ -91,16 +91,17 @@ const journalSizeLimit = 16 << 20
 
 func dsn(path string, pragmas ...string) string {
 	q := url.Values{}
-	for _, p := range append([]string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(ON)"}, pragmas...) {
+	for _, p := range append(pragmas, "journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(ON)") {
 		q.Add("_pragma", p)
 	}
 	return "file:" + path + "?" + q.Encode()
 }
 
 // openWriter opens the one connection that writes the database at path
-// (SQLite has one writer), with the given synchronous mode.
-func openWriter(path, synchronous string) (*sql.DB, error) {
-	w, err := sql.Open("sqlite", dsn(path, "synchronous("+synchronous+")", fmt.Sprintf("journal_size_limit(%d)", journalSizeLimit))+"&_txlock=immediate")
+// (SQLite has one writer), with the given synchronous mode and pragmas.
+func openWriter(path, synchronous string, pragmas ...string) (*sql.DB, error) {
+	pragmas = append(pragmas, "synchronous("+synchronous+")", fmt.Sprintf("journal_size_limit(%d)", journalSizeLimit))
+	w, err := sql.Open("sqlite", dsn(path, pragmas...)+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
