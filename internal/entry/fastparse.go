@@ -60,7 +60,7 @@ func parseFast(data []byte) (*Entry, bool) {
 
 	// From the back: the fields after the event hold no '"'.
 	end := len(data) - len(tail)
-	field := func(key string, n int) (string, bool) {
+	field := func(key string, n int) ([]byte, bool) {
 		// n > 0: the value has n bytes; n == 0: up to the previous '"'.
 		var start int
 		if n > 0 {
@@ -69,30 +69,36 @@ func parseFast(data []byte) (*Entry, bool) {
 			start = bytes.LastIndexByte(data[:end], '"') + 1
 		}
 		if start < len(key) || string(data[start-len(key):start]) != key {
-			return "", false
+			return nil, false
 		}
-		v := string(data[start:end])
+		v := data[start:end]
 		end = start - len(key)
-		return v, plainASCII(v) && !bytes.ContainsRune([]byte(v), '"')
+		return v, plainASCII(string(v))
 	}
 	sig, ok := field(sigKey, sigLen)
 	if !ok {
 		return nil, false
 	}
-	if e.Received, ok = field(recvKey, len(ReceivedLayout)); !ok {
+	recv, ok := field(recvKey, len(ReceivedLayout))
+	if !ok {
 		return nil, false
 	}
+	e.Received = string(recv)
 	prev, ok := field(prevKey, prevLen)
 	if !ok {
 		return nil, false
 	}
-	if e.Log, ok = field(logKey, 0); !ok {
+	log, ok := field(logKey, 0)
+	if !ok {
 		return nil, false
 	}
+	e.Log = string(log)
 	// key_id: its opening quote ends `,"key_id":"`.
-	if e.KeyID, ok = field(keyKey, 0); !ok {
+	keyID, ok := field(keyKey, 0)
+	if !ok {
 		return nil, false
 	}
+	e.KeyID = string(keyID)
 	// index: digits back to `,"index":`.
 	i := end
 	for i > 0 && data[i-1] >= '0' && data[i-1] <= '9' {
@@ -117,16 +123,16 @@ func parseFast(data []byte) (*Entry, bool) {
 
 	// Fixed-width fields, canonical base64 (re-encoding gives them back).
 	var pb [33]byte // DecodedLen(44)
-	if n, err := base64.StdEncoding.Strict().Decode(pb[:], []byte(prev)); err != nil || n != 32 || base64.StdEncoding.EncodeToString(pb[:32]) != prev {
+	if n, err := base64.StdEncoding.Strict().Decode(pb[:], prev); err != nil || n != 32 || base64.StdEncoding.EncodeToString(pb[:32]) != string(prev) {
 		return nil, false
 	}
 	e.Prev = [32]byte(pb[:32])
 	e.Sig = make([]byte, 66)
-	if n, err := base64.StdEncoding.Strict().Decode(e.Sig, []byte(sig)); err != nil || n != 64 {
+	if n, err := base64.StdEncoding.Strict().Decode(e.Sig, sig); err != nil || n != 64 {
 		return nil, false
 	}
 	e.Sig = e.Sig[:64]
-	if base64.StdEncoding.EncodeToString(e.Sig) != sig {
+	if base64.StdEncoding.EncodeToString(e.Sig) != string(sig) {
 		return nil, false
 	}
 	if _, err := time.Parse(ReceivedLayout, e.Received); err != nil {
