@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/vellum-audit/vellum/api"
 )
@@ -123,7 +124,11 @@ func parseFast(data []byte) (*Entry, bool) {
 
 	// Fixed-width fields, canonical base64 (re-encoding gives them back).
 	var pb [33]byte // DecodedLen(44)
-	if n, err := base64.StdEncoding.Strict().Decode(pb[:], prev); err != nil || n != 32 || base64.StdEncoding.EncodeToString(pb[:32]) != string(prev) {
+	var again [sigLen]byte
+	if n, err := base64.StdEncoding.Strict().Decode(pb[:], prev); err != nil || n != 32 {
+		return nil, false
+	}
+	if base64.StdEncoding.Encode(again[:prevLen], pb[:32]); !bytes.Equal(again[:prevLen], prev) {
 		return nil, false
 	}
 	e.Prev = [32]byte(pb[:32])
@@ -131,13 +136,15 @@ func parseFast(data []byte) (*Entry, bool) {
 	if n, err := base64.StdEncoding.Strict().Decode(e.Sig, sig); err != nil || n != 64 {
 		return nil, false
 	}
-	e.Sig = e.Sig[:64]
-	if base64.StdEncoding.EncodeToString(e.Sig) != string(sig) {
+	e.Sig = e.Sig[:64:64]
+	if base64.StdEncoding.Encode(again[:], e.Sig); !bytes.Equal(again[:], sig) {
 		return nil, false
 	}
-	if _, err := time.Parse(ReceivedLayout, e.Received); err != nil {
+	t, err := time.Parse(ReceivedLayout, e.Received)
+	if err != nil {
 		return nil, false
 	}
+	e.received = t
 
 	// The event: one JSON object that decodes into api.Event and passes
 	// the same validation as in Parse.
@@ -278,7 +285,8 @@ func (s *eventScanner) object(member func(key string) bool) bool {
 }
 
 // str reads a string without escapes or control characters (whose value
-// is then its bytes).
+// is then its bytes). The string shares s.b's memory: the decoded event
+// is only validated, never kept.
 func (s *eventScanner) str(dst *string) bool {
 	if s.p >= len(s.b) || s.b[s.p] != '"' {
 		return false
@@ -286,7 +294,11 @@ func (s *eventScanner) str(dst *string) bool {
 	for i := s.p + 1; i < len(s.b); i++ {
 		switch c := s.b[i]; {
 		case c == '"':
-			*dst = string(s.b[s.p+1 : i])
+			if i > s.p+1 {
+				*dst = unsafe.String(&s.b[s.p+1], i-s.p-1)
+			} else {
+				*dst = ""
+			}
 			s.p = i + 1
 			return true
 		case c == '\\' || c < 0x20:
