@@ -568,7 +568,7 @@ func TestBundleSynthetic(t *testing.T) {
 func TestBundleFuzzSeedsVerify(t *testing.T) {
 	v := newSynth(7).verifier()
 	seeds := fuzzSeeds()
-	for _, name := range []string{"plain-all", "plain-middle", "gzip-middle"} {
+	for _, name := range []string{"plain-all", "plain-middle", "gzip-middle", "gzip-members"} {
 		if _, err := client.VerifyBundle(bytes.NewReader(seeds[name]), v, nil); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -652,6 +652,9 @@ func fuzzSeeds() map[string][]byte {
 		"plain-all":    plain.Bytes(),
 		"plain-middle": part.Bytes(),
 		"gzip-middle":  gzipped(part.Bytes()),
+		// Two members, cut in the middle of a line, as vellum export's
+		// parallel compression writes them.
+		"gzip-members": append(gzipped(part.Bytes()[:part.Len()/2]), gzipped(part.Bytes()[part.Len()/2:])...),
 		"header-only":  bytes.SplitAfter(part.Bytes(), []byte("\n"))[0],
 		"truncated":    part.Bytes()[:part.Len()*2/3],
 		"empty":        {},
@@ -751,4 +754,64 @@ func BenchmarkExport(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+// TestBundleSignatureFailures: in batch mode and in strict mode the first
+// failing entry in index order is named, whether a bad signature comes
+// before or after another failure in the same chunk of 256 or in another.
+func TestBundleSignatureFailures(t *testing.T) {
+	sy := newSynth(3)
+	v := sy.verifier()
+	const n = 700
+	base := sy.entries("app", n)
+	edit := func(es [][]byte, i int64, f func(*entry.Entry)) {
+		e, err := entry.Parse(es[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(e)
+		if es[i], err = e.Encode(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	badSig := func(es [][]byte, i int64) { edit(es, i, func(e *entry.Entry) { e.Sig[10] ^= 1 }) }
+	badPrev := func(es [][]byte, i int64) { edit(es, i, func(e *entry.Entry) { e.Prev[0] ^= 1 }) }
+	// rechain fixes the prev chain (which signatures do not cover).
+	rechain := func(es [][]byte) {
+		for i := int64(1); i < int64(len(es)); i++ {
+			prev := entry.LeafHash(es[i-1])
+			edit(es, i, func(e *entry.Entry) { e.Prev = prev })
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		make   func(es [][]byte)
+		entry  int64
+		reason string
+	}{
+		{"one bad signature", func(es [][]byte) { badSig(es, 300); rechain(es) }, 300, "signature"},
+		{"bad signature, then bad prev in the same chunk", func(es [][]byte) { badSig(es, 300); rechain(es); badPrev(es, 310) }, 300, "signature"},
+		{"bad prev, then bad signature in the same chunk", func(es [][]byte) { badSig(es, 300); rechain(es); badPrev(es, 290) }, 290, "prev"},
+		{"bad signatures in two chunks", func(es [][]byte) { badSig(es, 600); badSig(es, 300); rechain(es) }, 300, "signature"},
+		{"first entry of a chunk", func(es [][]byte) { badSig(es, 512); rechain(es) }, 512, "signature"},
+		{"last entry", func(es [][]byte) { badSig(es, n-1); rechain(es) }, n - 1, "signature"},
+		{"first entry", func(es [][]byte) { badSig(es, 0); rechain(es) }, 0, "signature"},
+	} {
+		es := make([][]byte, n)
+		copy(es, base)
+		tc.make(es)
+		for _, strict := range []bool{false, true} {
+			var buf bytes.Buffer
+			sy.bundle(&buf, "app", es, 0, n)
+			_, err := client.VerifyBundleWith(&buf, v, client.BundleOptions{Strict: strict})
+			if !isEntryError(err, "app", tc.entry) || !strings.Contains(err.Error(), tc.reason) {
+				t.Errorf("%s (strict %v): %v, want entry %d: %s", tc.name, strict, err, tc.entry, tc.reason)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	sy.bundle(&buf, "app", base, 0, n)
+	if _, err := client.VerifyBundleWith(&buf, v, client.BundleOptions{Strict: true}); err != nil {
+		t.Fatalf("strict, good bundle: %v", err)
+	}
 }

@@ -95,6 +95,17 @@ func TestCLIExportBundle(t *testing.T) {
 	if err == nil || exitCode(err) != 1 || !strings.Contains(errs, `log "billing", entry 7: event signature does not verify`) || !strings.Contains(errs, "hint:") {
 		t.Fatalf("tampered bundle: %v %q", err, errs)
 	}
+	// --strict: crypto/ed25519 one by one, the same answers.
+	if out := e.ok("", "verify", "--bundle", file, "--strict"); !strings.Contains(out, "bundle OK") || !strings.Contains(out, "crypto/ed25519, one by one") {
+		t.Fatalf("verify --bundle --strict: %q", out)
+	}
+	_, errs, err = e.run("", "verify", "--bundle", badFile, "--strict")
+	if err == nil || exitCode(err) != 1 || !strings.Contains(errs, `log "billing", entry 7: event signature does not verify`) {
+		t.Fatalf("tampered bundle, --strict: %v %q", err, errs)
+	}
+	if _, errs, err := e.run("", "verify", "--log", "billing", "--strict"); err == nil || !strings.Contains(errs, "--strict applies to --bundle and --full") {
+		t.Fatalf("--strict without --bundle or --full: %v %q", err, errs)
+	}
 	// A cut-off file and garbage are named as such.
 	raw, _ := os.ReadFile(file)
 	cut := filepath.Join(e.dir, "cut.vbundle")

@@ -203,6 +203,8 @@ type Entry struct {
 	Auth     string          `json:"auth"`
 	Event    json.RawMessage `json:"event"`
 	Sig      []byte          `json:"sig"`
+
+	received time.Time // Received parsed, when Parse or ParseFast made e
 }
 
 // Encode returns the canonical bytes of e. The fields other than Event are
@@ -268,9 +270,11 @@ func Parse(data []byte) (*Entry, error) {
 	if len(e.Sig) != ed25519.SignatureSize {
 		return nil, fmt.Errorf("%w: signature has %d bytes", ErrInvalidEntry, len(e.Sig))
 	}
-	if _, err := time.Parse(ReceivedLayout, e.Received); err != nil {
+	t, err := time.Parse(ReceivedLayout, e.Received)
+	if err != nil {
 		return nil, fmt.Errorf("%w: bad received time %q", ErrInvalidEntry, e.Received)
 	}
+	e.received = t
 	again, err := e.Encode()
 	if err != nil {
 		return nil, err
@@ -283,6 +287,9 @@ func Parse(data []byte) (*Entry, error) {
 
 // ReceivedTime is the parsed "received" field.
 func (e *Entry) ReceivedTime() time.Time {
+	if !e.received.IsZero() {
+		return e.received
+	}
 	t, _ := time.Parse(ReceivedLayout, e.Received)
 	return t
 }

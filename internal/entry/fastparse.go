@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/vellum-audit/vellum/api"
 )
@@ -60,7 +61,7 @@ func parseFast(data []byte) (*Entry, bool) {
 
 	// From the back: the fields after the event hold no '"'.
 	end := len(data) - len(tail)
-	field := func(key string, n int) (string, bool) {
+	field := func(key string, n int) ([]byte, bool) {
 		// n > 0: the value has n bytes; n == 0: up to the previous '"'.
 		var start int
 		if n > 0 {
@@ -69,30 +70,36 @@ func parseFast(data []byte) (*Entry, bool) {
 			start = bytes.LastIndexByte(data[:end], '"') + 1
 		}
 		if start < len(key) || string(data[start-len(key):start]) != key {
-			return "", false
+			return nil, false
 		}
-		v := string(data[start:end])
+		v := data[start:end]
 		end = start - len(key)
-		return v, plainASCII(v) && !bytes.ContainsRune([]byte(v), '"')
+		return v, plainASCII(string(v))
 	}
 	sig, ok := field(sigKey, sigLen)
 	if !ok {
 		return nil, false
 	}
-	if e.Received, ok = field(recvKey, len(ReceivedLayout)); !ok {
+	recv, ok := field(recvKey, len(ReceivedLayout))
+	if !ok {
 		return nil, false
 	}
+	e.Received = string(recv)
 	prev, ok := field(prevKey, prevLen)
 	if !ok {
 		return nil, false
 	}
-	if e.Log, ok = field(logKey, 0); !ok {
+	log, ok := field(logKey, 0)
+	if !ok {
 		return nil, false
 	}
+	e.Log = string(log)
 	// key_id: its opening quote ends `,"key_id":"`.
-	if e.KeyID, ok = field(keyKey, 0); !ok {
+	keyID, ok := field(keyKey, 0)
+	if !ok {
 		return nil, false
 	}
+	e.KeyID = string(keyID)
 	// index: digits back to `,"index":`.
 	i := end
 	for i > 0 && data[i-1] >= '0' && data[i-1] <= '9' {
@@ -117,21 +124,27 @@ func parseFast(data []byte) (*Entry, bool) {
 
 	// Fixed-width fields, canonical base64 (re-encoding gives them back).
 	var pb [33]byte // DecodedLen(44)
-	if n, err := base64.StdEncoding.Strict().Decode(pb[:], []byte(prev)); err != nil || n != 32 || base64.StdEncoding.EncodeToString(pb[:32]) != prev {
+	var again [sigLen]byte
+	if n, err := base64.StdEncoding.Strict().Decode(pb[:], prev); err != nil || n != 32 {
+		return nil, false
+	}
+	if base64.StdEncoding.Encode(again[:prevLen], pb[:32]); !bytes.Equal(again[:prevLen], prev) {
 		return nil, false
 	}
 	e.Prev = [32]byte(pb[:32])
 	e.Sig = make([]byte, 66)
-	if n, err := base64.StdEncoding.Strict().Decode(e.Sig, []byte(sig)); err != nil || n != 64 {
+	if n, err := base64.StdEncoding.Strict().Decode(e.Sig, sig); err != nil || n != 64 {
 		return nil, false
 	}
-	e.Sig = e.Sig[:64]
-	if base64.StdEncoding.EncodeToString(e.Sig) != sig {
+	e.Sig = e.Sig[:64:64]
+	if base64.StdEncoding.Encode(again[:], e.Sig); !bytes.Equal(again[:], sig) {
 		return nil, false
 	}
-	if _, err := time.Parse(ReceivedLayout, e.Received); err != nil {
+	t, err := time.Parse(ReceivedLayout, e.Received)
+	if err != nil {
 		return nil, false
 	}
+	e.received = t
 
 	// The event: one JSON object that decodes into api.Event and passes
 	// the same validation as in Parse.
@@ -272,7 +285,8 @@ func (s *eventScanner) object(member func(key string) bool) bool {
 }
 
 // str reads a string without escapes or control characters (whose value
-// is then its bytes).
+// is then its bytes). The string shares s.b's memory: the decoded event
+// is only validated, never kept.
 func (s *eventScanner) str(dst *string) bool {
 	if s.p >= len(s.b) || s.b[s.p] != '"' {
 		return false
@@ -280,7 +294,11 @@ func (s *eventScanner) str(dst *string) bool {
 	for i := s.p + 1; i < len(s.b); i++ {
 		switch c := s.b[i]; {
 		case c == '"':
-			*dst = string(s.b[s.p+1 : i])
+			if i > s.p+1 {
+				*dst = unsafe.String(&s.b[s.p+1], i-s.p-1)
+			} else {
+				*dst = ""
+			}
 			s.p = i + 1
 			return true
 		case c == '\\' || c < 0x20:

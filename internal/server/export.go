@@ -18,6 +18,26 @@ func (s *Server) exportRoutes() {
 	s.handleStream("GET /v1/logs/{log}/export", "read", s.exportEntries)
 }
 
+// rangeParams reads the required start and end of a range request that
+// accepts only the parameters allowed; verb says what the range is for,
+// in the error.
+func rangeParams(r *http.Request, verb string, allowed ...string) (start, end int64, err error) {
+	if err := onlyParams(r, allowed...); err != nil {
+		return 0, 0, err
+	}
+	q := r.URL.Query()
+	if q.Get("start") == "" || q.Get("end") == "" {
+		return 0, 0, errBadRequest("start and end are required (the range [start, end) of entries to %s)", verb)
+	}
+	if start, err = parseIndex("start", q.Get("start")); err != nil {
+		return 0, 0, err
+	}
+	if end, err = parseIndex("end", q.Get("end")); err != nil {
+		return 0, 0, err
+	}
+	return start, end, nil
+}
+
 // exportChunk is how many entries exportEntries reads from storage at a
 // time; one chunk is read ahead while the previous one is written.
 const exportChunk = 4096
@@ -31,18 +51,7 @@ const exportChunk = 4096
 // the first byte aborts the response (the client sees a short body); the
 // client checks the count and recomputes the tree anyway.
 func (s *Server) exportEntries(w http.ResponseWriter, r *http.Request, c *call) error {
-	if err := onlyParams(r, "start", "end"); err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	if q.Get("start") == "" || q.Get("end") == "" {
-		return errBadRequest("start and end are required (the range [start, end) of entries to export)")
-	}
-	start, err := parseIndex("start", q.Get("start"))
-	if err != nil {
-		return err
-	}
-	end, err := parseIndex("end", q.Get("end"))
+	start, end, err := rangeParams(r, "export", "start", "end")
 	if err != nil {
 		return err
 	}
@@ -136,18 +145,7 @@ type rangeProofAnswer struct {
 // maximal aligned perfect subtrees covering [0, start) (left) and
 // [end, size) (right).
 func (s *Server) rangeProof(w http.ResponseWriter, r *http.Request, c *call) error {
-	if err := onlyParams(r, "start", "end", "size"); err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	if q.Get("start") == "" || q.Get("end") == "" {
-		return errBadRequest("start and end are required (the range [start, end) of entries to prove)")
-	}
-	start, err := parseIndex("start", q.Get("start"))
-	if err != nil {
-		return err
-	}
-	end, err := parseIndex("end", q.Get("end"))
+	start, end, err := rangeParams(r, "prove", "start", "end", "size")
 	if err != nil {
 		return err
 	}
