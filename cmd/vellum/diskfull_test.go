@@ -81,22 +81,13 @@ func TestDiskFull(t *testing.T) {
 	if full.RetryAfter <= 0 {
 		t.Errorf("a full disk: no Retry-After")
 	}
-	// Still full: refused again, the process alive; reads work.
-	for i := range 3 {
-		if _, err := c.Append(ctx, "app", batch(10_000+i)...); err == nil {
-			// Space may have been freed by a checkpoint of the WAL; that
-			// is fine, but the cap is still there.
-			continue
-		}
-	}
-	cp, err := c.Checkpoint(ctx, "app")
-	if err != nil {
+	// Reads work while the disk is full.
+	if _, err := c.Checkpoint(ctx, "app"); err != nil {
 		t.Fatalf("reading the checkpoint while the disk is full: %v", err)
 	}
 	if _, err := c.Entries(ctx, "app", 0, 10); err != nil {
 		t.Fatalf("reading entries while the disk is full: %v", err)
 	}
-	_ = cp
 
 	// Space returns: appends succeed again by themselves.
 	srv.cmd.Process.Signal(syscall.SIGUSR1)

@@ -235,4 +235,3 @@ func logLen(t *testing.T, c *client.Client, log string) int64 {
 	t.Fatalf("no log %q", log)
 	return 0
 }
-

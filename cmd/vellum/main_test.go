@@ -17,12 +17,21 @@ type cliEnv struct {
 	dir  string
 	env  map[string]string
 	stop func()
+	addr string
+	logs *bytes.Buffer // serve's stderr
 }
 
 func startCLIServer(t *testing.T) *cliEnv {
 	t.Helper()
+	return startCLIServerWith(t, "http")
+}
+
+// startCLIServerWith starts serve with further flags; scheme is that of
+// the URL the client commands use.
+func startCLIServerWith(t *testing.T, scheme string, extra ...string) *cliEnv {
+	t.Helper()
 	dir := t.TempDir()
-	args := testStoreArgs(t)
+	args := append(extra, testStoreArgs(t)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	var serveErr bytes.Buffer
@@ -50,8 +59,8 @@ func startCLIServer(t *testing.T) *cliEnv {
 	if fi, _ := os.Stat(filepath.Join(dir, "data", "server.key")); fi.Mode().Perm() != 0o600 {
 		t.Errorf("server.key mode %v, want 0600", fi.Mode().Perm())
 	}
-	e := &cliEnv{t: t, dir: dir, env: map[string]string{
-		"VELLUM_URL":   "http://" + addr,
+	e := &cliEnv{t: t, dir: dir, addr: addr, logs: &serveErr, env: map[string]string{
+		"VELLUM_URL":   scheme + "://" + addr,
 		"VELLUM_KEY":   strings.TrimSpace(string(tok)),
 		"VELLUM_STATE": filepath.Join(dir, "state.json"),
 	}}

@@ -70,44 +70,12 @@ func writeTestPKI(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 // commands trust it with --ca (or VELLUM_CA), and without the CA they fail
 // with a hint.
 func TestTLS(t *testing.T) {
-	dir := t.TempDir()
-	caFile, certFile, keyFile := writeTestPKI(t, dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	var serveErr bytes.Buffer
-	m := &Main{Stdin: strings.NewReader(""), Stdout: &bytes.Buffer{}, Stderr: &serveErr, Getenv: func(string) string { return "" },
-		Ready: func(addr string) { ready <- addr }}
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, append([]string{"serve", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--log-level", "error",
-			"--tls-cert", certFile, "--tls-key", keyFile}, testStoreArgs(t)...))
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve exited: %v\n%s", err, serveErr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not start")
+	caFile, certFile, keyFile := writeTestPKI(t, t.TempDir())
+	e := startCLIServerWith(t, "https", "--tls-cert", certFile, "--tls-key", keyFile)
+	addr := e.addr
+	if !strings.Contains(e.logs.String(), "serving on https://"+addr) {
+		t.Errorf("serve's banner does not say https: %s", e.logs.String())
 	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	if !strings.Contains(serveErr.String(), "serving on https://"+addr) {
-		t.Errorf("serve's banner does not say https: %s", serveErr.String())
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "data", "admin.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &cliEnv{t: t, dir: dir, env: map[string]string{
-		"VELLUM_URL":   "https://" + addr,
-		"VELLUM_KEY":   strings.TrimSpace(string(tok)),
-		"VELLUM_STATE": filepath.Join(dir, "state.json"),
-	}}
 
 	// Without the CA: refused, with a hint naming --ca.
 	_, stderr, err := e.run("", "logs", "create", "tls")
