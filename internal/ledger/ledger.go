@@ -149,13 +149,39 @@ type Config struct {
 	// log's lock is taken on a shared store (the node catches up with
 	// _system there, so every node admits events against the same keys).
 	BeforeRound func(ctx context.Context, log string, lease store.Lease) error
-	QueueLimit  int // events waiting per log before appends get ErrOverloaded (default 65536)
-	MaxRound    int // events per commit at most (default 8192)
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Observe, if set, is told after each committed round what it
+	// recorded (one Observation per new event, and one per seq gap), and
+	// at once of every event refused because its seq went back with
+	// different content. It runs on the sequencer's goroutine: it must
+	// not block (the alert detectors take a mutex and return).
+	Observe    func(obs []Observation)
+	QueueLimit int // events waiting per log before appends get ErrOverloaded (default 65536)
+	MaxRound   int // events per commit at most (default 8192)
+	Logger     *slog.Logger
+	Now        func() time.Time
 	// Metrics, if set, receives the ledger's metrics (commit latency and
 	// size, failures, queue depth, log sizes).
 	Metrics *metrics.Registry
+}
+
+// Observation kinds.
+const (
+	ObsAppend  = "append"      // a new entry
+	ObsGap     = "gap"         // a new entry whose seq jumped past LastSeq+1
+	ObsRegress = "seq_regress" // a refused event: its seq was used, or is not above LastSeq, with different content
+)
+
+// Observation is one thing the sequencer saw, for the alert detectors.
+type Observation struct {
+	Kind     string
+	Log      string
+	KeyID    string
+	Source   string
+	Seq      int64 // with HasSeq
+	HasSeq   bool
+	LastSeq  int64 // gap and regress: the key and source's last recorded seq (-1: none)
+	Index    int64 // append and gap: the new entry's index; regress: the index holding that seq (-1: none)
+	Received time.Time
 }
 
 // ledgerMetrics are the ledger's instruments.

@@ -200,6 +200,7 @@ type roundState struct {
 	exact   map[seqExact]seen
 	lastSeq map[seqKey]int64
 	newEvs  []*Submitted
+	gaps    map[*Submitted]int64 // new events whose seq jumped: the last seq before them
 	slots   [][]slot
 	batch   store.Batch
 	// stored holds the event ids of the round's events that storage has,
@@ -350,6 +351,7 @@ func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 		if len(s.seqs) > 100000 {
 			s.seqs = map[seqKey]int64{}
 		}
+		s.observe(rs, oldSize)
 	}
 
 	// Receipts, against the checkpoint just committed.
@@ -373,6 +375,36 @@ func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 			r.receipts[j] = rc
 		}
 	}
+}
+
+// observe tells Config.Observe what a committed round recorded.
+func (s *sequencer) observe(rs *roundState, oldSize int64) {
+	if s.l.cfg.Observe == nil || len(rs.newEvs) == 0 {
+		return
+	}
+	obs := make([]Observation, 0, len(rs.newEvs)+len(rs.gaps))
+	for i, ev := range rs.newEvs {
+		o := Observation{Kind: ObsAppend, Log: s.log, KeyID: ev.KeyID, Source: ev.Event.Source, Index: oldSize + int64(i), Received: rs.received, LastSeq: -1}
+		if ev.Event.Seq != nil {
+			o.Seq, o.HasSeq = *ev.Event.Seq, true
+		}
+		obs = append(obs, o)
+		if last, ok := rs.gaps[ev]; ok {
+			o.Kind, o.LastSeq = ObsGap, last
+			obs = append(obs, o)
+		}
+	}
+	s.l.cfg.Observe(obs)
+}
+
+// observeRegress tells Config.Observe of an event refused because its seq
+// went back with different content.
+func (s *sequencer) observeRegress(ev *Submitted, seq, lastSeq, index int64, received time.Time) {
+	if s.l.cfg.Observe == nil {
+		return
+	}
+	s.l.cfg.Observe([]Observation{{Kind: ObsRegress, Log: s.log, KeyID: ev.KeyID, Source: ev.Event.Source,
+		Seq: seq, HasSeq: true, LastSeq: lastSeq, Index: index, Received: received}})
 }
 
 // catchUp moves the sequencer's state from base to size, after other
@@ -498,6 +530,7 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 	ids := map[idKey]seen{}
 	exact := map[seqExact]seen{}
 	last := map[seqKey]int64{}
+	gaps := map[*Submitted]int64{}
 	next := int64(len(rs.newEvs))
 	var fresh []*Submitted
 	base := s.base
@@ -549,6 +582,7 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 			}
 			if ok {
 				if prev.hash != h {
+					s.observeRegress(ev, seq, -1, prev.index, rs.received)
 					return nil, conflict("seq %d of source %q was already used by this key for a different event (index %d)", seq, ev.Event.Source, prev.index)
 				}
 				dupOf = prev.index
@@ -572,7 +606,11 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 					}
 				}
 				if seq <= lastSeq {
+					s.observeRegress(ev, seq, lastSeq, -1, rs.received)
 					return nil, conflict("seq %d of source %q is not above the last recorded seq %d", seq, ev.Event.Source, lastSeq)
+				}
+				if lastSeq >= 0 && seq > lastSeq+1 {
+					gaps[ev] = lastSeq
 				}
 				last[sk] = seq
 			}
@@ -606,6 +644,12 @@ func (s *sequencer) decide(ctx context.Context, r *request, rs *roundState) ([]s
 	}
 	for k, v := range last {
 		rs.lastSeq[k] = v
+	}
+	for k, v := range gaps {
+		if rs.gaps == nil {
+			rs.gaps = map[*Submitted]int64{}
+		}
+		rs.gaps[k] = v
 	}
 	rs.newEvs = append(rs.newEvs, fresh...)
 	return slots, nil
