@@ -22,7 +22,7 @@ const (
 	ActionKeyCreate = "key.create" // metadata CreateRecord, signed by an admin key (genesis: by the key itself)
 	ActionKeyRotate = "key.rotate" // metadata RotateRecord, signed by an admin key
 	ActionKeyUpdate = "key.update" // metadata UpdateRecord, signed by an admin key
-	ActionKeyRevoke = "key.revoke" // metadata RevokeRecord, signed by an admin key
+	ActionKeyRevoke = "key.revoke" // metadata RevokeRecord, signed by an admin key (or by the server, for the auto-revoke policy)
 	ActionKeyExpire = "key.expire" // metadata ExpireRecord, signed by the server when expiry takes effect
 )
 
@@ -119,6 +119,11 @@ type (
 	RevokeRecord struct {
 		KeyID  string `json:"key_id"`
 		Reason string `json:"reason"`
+		// Alert is set on a revocation by the server's auto-revoke policy:
+		// the id of the alert that caused it. Only such a revocation may be
+		// signed by the server (and the server may do nothing else to a key
+		// but record its expiry).
+		Alert string `json:"alert,omitempty"`
 	}
 	ExpireRecord struct {
 		KeyID string `json:"key_id"`
@@ -539,7 +544,9 @@ func (r *Registry) plan(ev Event) (func(), error) {
 			return nil, fmt.Errorf("%w: %s is recorded by the server only", ErrScope, ev.Action)
 		}
 	} else if ev.Signer == ServerSigner {
-		return nil, fmt.Errorf("%w: %s must be signed by an admin key", ErrScope, ev.Action)
+		if ev.Action != ActionKeyRevoke || !policyRevocation(ev.Metadata) {
+			return nil, fmt.Errorf("%w: %s must be signed by an admin key", ErrScope, ev.Action)
+		}
 	} else if !(len(r.keys) == 0 && ev.Action == ActionKeyCreate) {
 		ks, ok := r.keys[ev.Signer]
 		if !ok {
@@ -687,6 +694,13 @@ func (r *Registry) plan(ev Event) (func(), error) {
 		return func() { ks.expRec = true }, nil
 	}
 	return nil, nil
+}
+
+// policyRevocation reports whether md is a RevokeRecord made by the
+// auto-revoke policy (it names the alert that caused it).
+func policyRevocation(md json.RawMessage) bool {
+	var rec RevokeRecord
+	return decodeStrict(md, &rec) == nil && rec.Alert != ""
 }
 
 func sameStrings(a, b []string) bool {
