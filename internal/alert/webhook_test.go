@@ -3,10 +3,14 @@ package alert
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -417,5 +421,43 @@ func TestRedactURL(t *testing.T) {
 	got := redactURL("https://user:hunter2@h.example/p?token=abc&x=1#frag")
 	if strings.Contains(got, "hunter2") || strings.Contains(got, "abc") || !strings.Contains(got, "h.example/p") {
 		t.Errorf("redactURL = %s", got)
+	}
+}
+
+// An https receiver with its own CA: trusted through ca_file, refused
+// without it.
+func TestWebhookCAFile(t *testing.T) {
+	got := make(chan error, 10)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- VerifyWebhook(testSecret, r.Header.Get(SignatureHeader), body, time.Now(), time.Minute)
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake below
+	srv.StartTLS()
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWebhook(WebhookOptions{URL: srv.URL, Secret: testSecret, CAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Deliver(context.Background(), testAlert(1)); err != nil {
+		t.Fatalf("with ca_file: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	plain, err := NewWebhook(WebhookOptions{URL: srv.URL, Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Deliver(context.Background(), testAlert(1)); err == nil {
+		t.Fatal("an unknown CA was trusted")
+	}
+	if _, err := NewWebhook(WebhookOptions{URL: srv.URL, Secret: testSecret, CAFile: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
+		t.Error("missing ca_file accepted")
 	}
 }
