@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	filippo.io/edwards25519 v1.1.0
+	github.com/BurntSushi/toml v1.6.0
 	github.com/dunglas/httpsfv v1.0.2
 	github.com/jackc/pgx/v5 v5.7.5
 	github.com/transparency-dev/merkle v0.0.2
