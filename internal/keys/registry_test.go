@@ -150,6 +150,17 @@ func TestRegistryLifecycle(t *testing.T) {
 	if got := r.DueExpiry(t0.Add(2 * time.Hour)); len(got) != 0 {
 		t.Fatalf("due after recording: %v", got)
 	}
+	// The server signs no lifecycle change but expiry and a policy
+	// revocation (one that names its alert).
+	if err := step(41, ServerSigner, ActionKeyRevoke, RevokeRecord{KeyID: other.ID, Reason: "no alert named"}); !errors.Is(err, ErrScope) {
+		t.Fatalf("server revocation without an alert: %v", err)
+	}
+	if err := step(41, ServerSigner, ActionKeyRevoke, RevokeRecord{KeyID: other.ID, Reason: "policy", Alert: "al_1"}); !errors.Is(err, ErrNoSuchKey) {
+		t.Fatalf("policy revocation should pass the signer check and fail on the unknown key: %v", err)
+	}
+	if err := step(41, ServerSigner, ActionKeyUpdate, UpdateRecord{KeyID: succ.ID, Rate: &rate}); !errors.Is(err, ErrScope) {
+		t.Fatalf("server update: %v", err)
+	}
 	if err := step(41, admin.ID, ActionKeyRevoke, RevokeRecord{KeyID: succ.ID}); !errors.Is(err, ErrInvalidRecord) {
 		t.Fatalf("revocation without a reason: %v", err)
 	}
