@@ -217,7 +217,57 @@ const (
 	PathLogs    = "/v1/logs"
 	PathHealthz = "/healthz"
 	PathKeys    = "/v1/keys"
+	PathAlerts  = "/v1/alerts"
 )
+
+// AlertState is one alert as GET /v1/alerts lists it: the alert's latest
+// entry in _system (the alert fields), where it is, and whether an
+// operator acknowledged it after that entry.
+type AlertState struct {
+	ID       string          `json:"id"`
+	Detector string          `json:"detector"`
+	Severity string          `json:"severity"`
+	Log      string          `json:"log,omitempty"`
+	KeyID    string          `json:"key_id,omitempty"`
+	Source   string          `json:"source,omitempty"`
+	Summary  string          `json:"summary"`
+	Action   string          `json:"action"`
+	Since    string          `json:"since,omitempty"`
+	Last     string          `json:"last,omitempty"`
+	Count    int64           `json:"count"`
+	Details  json.RawMessage `json:"details,omitempty"`
+	Revoked  bool            `json:"revoked,omitempty"`
+	Node     string          `json:"node,omitempty"`
+
+	State    string `json:"state"`    // "open" or "acked"
+	Entry    int64  `json:"entry"`    // index of its latest entry in _system
+	Entries  int    `json:"entries"`  // how many entries it has in _system (among those read)
+	Recorded string `json:"recorded"` // received time of its latest entry
+	AckedBy  string `json:"acked_by,omitempty"`
+	AckedAt  string `json:"acked_at,omitempty"`
+	AckNote  string `json:"ack_note,omitempty"`
+	AckEntry int64  `json:"ack_entry,omitempty"`
+}
+
+// AlertList answers GET /v1/alerts.
+type AlertList struct {
+	Alerts []AlertState `json:"alerts"`
+	More   bool         `json:"more,omitempty"` // more matched than the limit
+}
+
+// AlertAck is the (optional) body of POST /v1/alerts/{id}/ack.
+type AlertAck struct {
+	Note string `json:"note"`
+}
+
+// CheckpointReport answers POST /v1/logs/{log}/checkpoint/report.
+type CheckpointReport struct {
+	Log        string `json:"log"`
+	Size       int64  `json:"size"`    // the reported checkpoint's
+	Current    int64  `json:"current"` // the log's
+	Consistent bool   `json:"consistent"`
+	Reason     string `json:"reason,omitempty"`
+}
 
 // LogPath is /v1/logs/{log}.
 func LogPath(log string) string { return PathLogs + "/" + log }

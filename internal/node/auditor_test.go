@@ -133,7 +133,7 @@ func TestWatchman(t *testing.T) {
 		json.Unmarshal(pe.Event, &ev)
 		if ev.Action == "alert.tamper" {
 			found++
-			if len(ev.Targets) != 1 || ev.Targets[0].ID != "tamper" || !strings.Contains(string(ev.Metadata), `"index":7`) || !strings.Contains(string(ev.Metadata), `"detector":"auditor"`) {
+			if len(ev.Targets) != 1 || ev.Targets[0].ID != "tamper" || !strings.Contains(string(ev.Metadata), `"index":7`) || !strings.Contains(string(ev.Metadata), `"found_by":"auditor"`) || !strings.Contains(string(ev.Metadata), `"detector":"tamper"`) || !strings.Contains(string(ev.Metadata), `"severity":"critical"`) {
 				t.Errorf("alert entry: %s", pe.Event)
 			}
 		}

@@ -35,6 +35,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/vellum-audit/vellum/api"
+	"github.com/vellum-audit/vellum/internal/alert"
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
@@ -72,6 +73,10 @@ type Config struct {
 	// default 64 MiB). Past either, appends get 503 with Retry-After.
 	QueueLimit int
 	BodyBudget int64
+	// Alerts configures the alert detectors and sinks (docs/alerts.md);
+	// nil: the defaults, with no sinks (alerts go to _system, metrics and
+	// the log only).
+	Alerts *alert.Config
 }
 
 type diskConfig struct {
@@ -113,6 +118,7 @@ type Node struct {
 	Handler  http.Handler
 	Server   *server.Server
 	Metrics  *metrics.Registry // served at GET /metrics
+	Alerts   *alert.Engine
 	Init     InitResult
 	signer   note.Signer
 	vkey     string
@@ -125,6 +131,7 @@ type Node struct {
 	sysApplied int64      // _system entries folded into the registry
 	closeOnce  sync.Once
 	closeErr   error
+	alertDisp  *alert.Dispatcher
 	stopBG     context.CancelFunc
 	bg         sync.WaitGroup
 }
@@ -172,9 +179,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.Store = st
 	_, n.shared = st.(store.Sequencing)
 	n.Metrics = newMetrics(cfg.Version)
+	n.Alerts, err = n.newAlerts(cfg.Alerts, n.Metrics)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	lc := ledger.Config{
 		Store: st, Signer: n.signer, Verifier: mustVerifier(n.vkey), OriginPrefix: n.Init.OriginPrefix,
 		Keys: n.resolve, Admit: n.admit, Logger: cfg.Logger, Metrics: n.Metrics, QueueLimit: cfg.QueueLimit,
+		Observe: n.Alerts.Observe,
 	}
 	if n.shared {
 		// Every round catches up with _system under its log's lock, so a
@@ -208,6 +221,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
 		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,
 		Refold: n.fold, Sync: n.syncRegistry, Metrics: n.Metrics, BodyBudget: cfg.BodyBudget,
+		Alerts: n.Alerts,
 	})
 	n.Handler = n.Server
 	ctx, cancel := context.WithCancel(context.Background())
@@ -216,6 +230,29 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	go func() {
 		defer n.bg.Done()
 		n.expiryLoop(ctx)
+	}()
+	n.bg.Add(2)
+	go func() {
+		defer n.bg.Done()
+		n.Alerts.Run(ctx)
+	}()
+	go func() {
+		defer n.bg.Done()
+		// The alert configuration goes on the record at start (if it
+		// changed); the search index may still be catching up: retry.
+		acfg := n.Alerts.Config()
+		for {
+			err := n.recordAlertConfig(ctx, acfg)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			n.Config.Logger.Warn("recording the alert configuration in _system; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
 	}()
 	if cfg.AuditRate > 0 {
 		pause := cfg.AuditPause
@@ -307,9 +344,17 @@ func mustVerifier(vkey string) note.Verifier {
 // the store.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		if n.Alerts != nil && n.stopBG != nil {
+			n.Alerts.Close() // records what the detectors raised
+		}
 		if n.stopBG != nil {
 			n.stopBG()
 			n.bg.Wait()
+		}
+		if n.alertDisp != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			n.alertDisp.Close(ctx)
+			cancel()
 		}
 		if n.Ledger != nil {
 			n.Ledger.Close()

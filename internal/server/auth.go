@@ -87,6 +87,7 @@ func (s *Server) authed(op string, fn handlerFunc) http.HandlerFunc {
 		c, rf := s.authenticate(w, r, op)
 		if rf != nil {
 			s.m.authRefusals.Inc(refusalClass(rf))
+			s.noteRefusal(rf, remoteAddr(r))
 			s.recordAccess(r, rf.keyID, rf.status, rf.reason)
 			writeError(w, r, s.cfg.Logger, rf.client)
 			return
@@ -293,6 +294,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, op string)
 		return nil, rf
 	}
 	s.lastUsed.Store(keyID, now)
+	if s.cfg.Alerts != nil {
+		s.cfg.Alerts.Used(keyID, c.remote)
+	}
 	return c, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/vellum-audit/vellum/api"
+	"github.com/vellum-audit/vellum/internal/alert"
 	"github.com/vellum-audit/vellum/internal/entry"
 	"github.com/vellum-audit/vellum/internal/httpsig"
 	"github.com/vellum-audit/vellum/internal/index"
@@ -55,6 +56,9 @@ type Config struct {
 	// BodyBudget bounds the bytes of request bodies held in memory at
 	// once (default 64 MiB); a request whose body would exceed it gets 503.
 	BodyBudget int64
+	// Alerts, if set, is told of refusals and key use (its detectors) and
+	// records tamper alerts; GET /v1/alerts works without it.
+	Alerts *alert.Engine
 }
 
 // serverMetrics are the server's instruments.
@@ -162,6 +166,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/logs/{log}/tile/{path...}", "read", s.getTile)
 	s.tailRoutes()
 	s.exportRoutes()
+	s.alertRoutes()
 	// Anything else: 404 (after authentication, so that the refusal of a
 	// request made with a key is on the record under that key, and no
 	// endpoint can be probed for without one).
@@ -220,6 +225,16 @@ func (s *Server) RecordIntegrityFailure(ctx context.Context, log string, index i
 	}
 	s.cfg.Logger.Error("integrity failure: no new checkpoint will be signed for this log", "log", log, "index", index, "reason", reason, "detector", detector)
 	if log == api.SystemLog {
+		return nil
+	}
+	if s.cfg.Alerts != nil {
+		d := map[string]any{"found_by": detector, "reason": reason}
+		if index >= 0 {
+			d["index"] = index
+		}
+		s.cfg.Alerts.Raise(alert.Alert{Detector: alert.Tamper, Severity: alert.Critical, Log: log, Details: d,
+			Summary: fmt.Sprintf("log %s failed verification (%s): %s", log, detector, reason),
+			Action:  "Compare the log with an exported bundle or a replica, find how the database was changed, restore it from a verified backup; this node signs no new checkpoint for the log (appends get 503) until it is restarted on data that verifies."})
 		return nil
 	}
 	md := map[string]any{"detector": detector, "reason": reason,
