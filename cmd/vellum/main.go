@@ -90,6 +90,9 @@ Logs and entries:
 Keys:
   keys create|list|show|rotate|revoke|update   provisioning keys (see 'vellum keys')
 
+Alerts:
+  alerts list|ack   alerts recorded in _system (tamper, gaps, silence, suspicious key use)
+
 Search and audit:
   query       search a log (time, action, actor, target, key, outcome, source, text)
   tail        follow a log live (Server-Sent Events), resumable
@@ -145,6 +148,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.verify(ctx, rest)
 	case "keys":
 		return m.keys(ctx, rest)
+	case "alerts":
+		return m.alerts(ctx, rest)
 	case "query":
 		return m.query(ctx, rest)
 	case "tail":

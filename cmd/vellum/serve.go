@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vellum-audit/vellum/internal/alert"
 	"github.com/vellum-audit/vellum/internal/node"
 )
 
@@ -23,6 +24,7 @@ type serveFlags struct {
 	postgres                                string
 	tlsCert, tlsKey                         string
 	auditRate                               int
+	alertsConfig, expectEvery               string
 }
 
 func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
@@ -36,6 +38,8 @@ func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
 		fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 		fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS (HTTP/2 and HTTP/1.1, TLS 1.2 or newer) with this PEM certificate chain; needs --tls-key")
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+		fs.StringVar(&f.alertsConfig, "alerts-config", m.Getenv("VELLUM_ALERTS_CONFIG"), "alert configuration file, TOML (env VELLUM_ALERTS_CONFIG): webhook and syslog sinks, silence windows,\nthresholds, auto-revoke policy; see docs/alerts.md (default: built-in thresholds, no sinks)")
+		fs.StringVar(&f.expectEvery, "expect-every", "", "silence window for every key and source that has written to a log: alert when one writes nothing\nfor this long (for example 10m; overrides the config file's [silence] default; 0: off)")
 		fs.IntVar(&f.auditRate, "audit-rate", 2000, "entries per second the background auditor re-verifies against the tree and the chain (0: off);\na mismatch stops checkpoint signing for that log and records alert.tamper in _system")
 	}
 	return f
@@ -85,6 +89,23 @@ func (m *Main) openNode(ctx context.Context, f *serveFlags, log *slog.Logger) (*
 		}
 	}
 	cfg := node.Config{Dir: f.data, OriginPrefix: f.name, Version: version, Logger: log, AuditRate: f.auditRate}
+	if f.alertsConfig != "" || f.expectEvery != "" {
+		ac := alert.DefaultConfig()
+		if f.alertsConfig != "" {
+			var err error
+			if ac, err = alert.LoadConfig(f.alertsConfig); err != nil {
+				return nil, errorf("fix the file (docs/alerts.md lists every setting; docs/alerts.example.toml is a working example)", "%v", err)
+			}
+		}
+		if f.expectEvery != "" {
+			d, err := alert.ParseDuration(f.expectEvery)
+			if err != nil || d < 0 {
+				return nil, usageError("use a duration such as 10m, 1h or 1d", "bad --expect-every %q", f.expectEvery)
+			}
+			ac.Silence.Default = alert.Duration(d)
+		}
+		cfg.Alerts = ac
+	}
 	where := f.data
 	if f.postgres != "" {
 		cfg.OpenStore = m.openPostgres(f.postgres)

@@ -179,6 +179,13 @@ func (m *Main) verify(ctx context.Context, args []string) error {
 	}
 	cur, err := c.Latest(ctx, v, *logName, trusted)
 	if err != nil {
+		if trusted != nil && errors.Is(err, client.ErrVerification) {
+			// The server's tree no longer extends a checkpoint it signed:
+			// tell it, so that it records a tamper alert and fails closed.
+			if rep, rerr := c.ReportCheckpoint(ctx, *logName, []byte(trusted.Text)); rerr == nil && !rep.Consistent {
+				fmt.Fprintf(m.Stderr, "vellum: reported the inconsistency to the server: %s\n", rep.Reason)
+			}
+		}
 		return err
 	}
 	if trusted != nil {
