@@ -295,8 +295,11 @@ func toHTTP(err error) *httpError {
 		return mk(http.StatusConflict, api.CodeConflict)
 	case errors.Is(err, keys.ErrUnknownKey), errors.Is(err, keys.ErrKeyInactive), errors.Is(err, keys.ErrScope):
 		return mk(http.StatusForbidden, api.CodeForbidden)
-	case errors.Is(err, ledger.ErrOverloaded), errors.Is(err, ledger.ErrClosed):
-		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error(), retry: true}
+	case errors.Is(err, ledger.ErrOverloaded):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 1,
+			msg: "overloaded: the log's " + err.Error() + "; nothing was recorded; retry after the Retry-After delay"}
+	case errors.Is(err, ledger.ErrClosed):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error() + "; nothing was recorded; retry on another node or after the restart", retry: true}
 	case errors.As(err, &integrity):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 60,
 			msg: "nothing was recorded: " + integrity.Error() + "; reads still work and carry a Vellum-Integrity warning; an operator must investigate (docs/guarantees.md)"}
