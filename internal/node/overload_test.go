@@ -6,7 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -283,5 +288,142 @@ func TestOverload(t *testing.T) {
 	}
 	if err := verifyFull(ctx, c, v, "busy", nil); err != nil {
 		t.Errorf("the log does not verify: %v", err)
+	}
+}
+
+// TestShutdownDrainsQueued closes a node while appends wait in its
+// saturated sequencer's queue: new appends are refused (503) from the
+// moment Close begins, Close waits for the queued ones instead of dropping
+// them, each gets its receipt once the commit goes through, and after a
+// restart the receipts are in the log, which verifies.
+func TestShutdownDrainsQueued(t *testing.T) {
+	if usePostgres() {
+		t.Skip("the gate wraps the SQLite store")
+	}
+	const queued = 4
+	ctx := context.Background()
+	dir := t.TempDir()
+	var gate *gatedStore
+	n, err := node.Open(ctx, node.Config{Dir: dir, OriginPrefix: testOriginPrefix, Version: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OpenStore: func(ctx context.Context) (store.Store, error) {
+			st, err := sqlite.Open(ctx, dir)
+			if err != nil {
+				return nil, err
+			}
+			gate = &gatedStore{Store: st, log: "busy", entered: make(chan struct{}, 1), open: make(chan struct{})}
+			return gate, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(n.Handler)
+	t.Cleanup(func() { srv.Close(); n.Close() })
+	t.Cleanup(gate.release) // runs first
+	tokB, err := os.ReadFile(filepath.Join(dir, node.AdminKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(tokB))
+	c := newClient(t, srv.URL, tok)
+	noRetry := newClientOpts(t, srv.URL, tok, client.WithRetries(0))
+	raw := newRaw(t, srv.URL, tok)
+	raw.hc.Timeout = time.Minute
+	createLog(t, c, "busy")
+	createLog(t, c, "other")
+
+	type result struct {
+		rs  []api.Receipt
+		err error
+	}
+	results := make(chan result, queued)
+	send := func(i int) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		rs, err := noRetry.Append(ctx, "busy", event("queued.event", fmt.Sprintf("q%d", i)))
+		results <- result{rs, err}
+	}
+	gate.armed.Store(true)
+	go send(0)
+	select {
+	case <-gate.entered:
+	case <-time.After(time.Minute):
+		t.Fatal("the sequencer did not reach the gate within a minute")
+	}
+	for i := 1; i < queued; i++ {
+		go send(i)
+	}
+	waitFor(t, time.Minute, "the appends to queue", func() bool {
+		q, _ := metric(scrape(t, raw), `vellum_queue_events{log="busy"}`)
+		return q == queued
+	})
+
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	// From the moment Close begins, new appends are refused.
+	waitFor(t, time.Minute, "appends to be refused after Close began", func() bool {
+		_, err := noRetry.Append(ctx, "other", event("late.event", "l"))
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Status == http.StatusServiceUnavailable {
+			if ce.RetryAfter <= 0 || !strings.Contains(ce.Message, "shutting down") || !strings.Contains(ce.Message, "nothing was recorded") {
+				t.Errorf("append during shutdown: %v (Retry-After %v), want 503 saying the server is shutting down and nothing was recorded, with Retry-After", err, ce.RetryAfter)
+			}
+			return true
+		}
+		if err != nil {
+			t.Fatalf("append during shutdown: %v", err)
+		}
+		return false
+	})
+	// Close waits for the queued appends: it cannot finish while their
+	// commit is held.
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) with %d appends queued behind a held commit", err, queued)
+	case r := <-results:
+		t.Fatalf("a queued append was answered before its commit: %v", r.err)
+	default:
+	}
+	gate.release()
+	var acked []api.Receipt
+	for range queued {
+		select {
+		case r := <-results:
+			if r.err != nil || len(r.rs) != 1 {
+				t.Fatalf("a queued append at shutdown: %v (%d receipts), want its receipt", r.err, len(r.rs))
+			}
+			acked = append(acked, r.rs...)
+		case <-time.After(time.Minute):
+			t.Fatalf("queued appends not answered within a minute of the gate opening")
+		}
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Close did not return within a minute of the queue draining")
+	}
+	srv.Close()
+
+	url, _, stop := startNode(t, dir)
+	defer stop()
+	c2 := newClient(t, url, tok)
+	v := verifierFor(t, c2, dir)
+	for _, r := range acked {
+		e, err := c2.Entry(ctx, "busy", r.Index, false)
+		if err != nil || string(e.Data) != string(r.Entry) {
+			t.Fatalf("acknowledged entry %d after the restart: %v", r.Index, err)
+		}
+		if _, err := v.VerifyReceipt(r, c2.PublicKey()); err != nil {
+			t.Errorf("receipt %d: %v", r.Index, err)
+		}
+	}
+	if n := logSize(t, c2, "busy"); n != queued {
+		t.Errorf("log size %d after the restart, want %d", n, queued)
+	}
+	if err := verifyFull(ctx, c2, v, "busy", nil); err != nil {
+		t.Errorf("the log does not verify after the restart: %v", err)
 	}
 }
