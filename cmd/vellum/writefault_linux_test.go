@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,9 @@ type writeFault struct {
 	// immediate: the first append after inject must be refused (else
 	// the test appends until storage refuses).
 	immediate bool
+	// message: what the refusal must say besides that storage refused a
+	// write.
+	message string
 }
 
 // checkWriteFault runs the server (SQLite in dataDir), appends, injects
@@ -86,8 +90,8 @@ func checkWriteFault(t *testing.T, dataDir string, f writeFault) {
 	}
 	t.Logf("%s: refused after %d acknowledged events: %d %s (Retry-After %v)", f.name, len(acked), refusal.Status, refusal.Message, refusal.RetryAfter)
 	if refusal.Status != http.StatusServiceUnavailable || refusal.Code != api.CodeUnavailable ||
-		!strings.Contains(refusal.Message, "nothing was recorded") || !strings.Contains(refusal.Message, "refused a write") {
-		t.Errorf("%s: %d %s %q, want 503 unavailable saying storage refused a write and nothing was recorded", f.name, refusal.Status, refusal.Code, refusal.Message)
+		!strings.Contains(refusal.Message, f.message) || !strings.Contains(refusal.Message, "refused a write") {
+		t.Errorf("%s: %d %s %q, want 503 unavailable saying storage refused a write and %q", f.name, refusal.Status, refusal.Code, refusal.Message, f.message)
 	}
 	if refusal.RetryAfter <= 0 {
 		t.Errorf("%s: no Retry-After", f.name)
@@ -174,71 +178,180 @@ func checkWriteFault(t *testing.T, dataDir string, f writeFault) {
 	}
 }
 
-// TestFsyncFailure makes every fsync and fdatasync of the running server
-// fail with EIO: strace attaches to the process (every thread) and injects
-// the error into those system calls (the kernel call is not made), so
-// SQLite's commit sees a failing disk (SQLITE_IOERR_FSYNC). Detaching
-// strace heals the disk.
-func TestFsyncFailure(t *testing.T) {
-	if os.Getenv("VELLUM_TEST_STORE") == "postgres" {
-		t.Skip("the fsync that fails is the node's own (SQLite)")
-	}
+// failFsyncs attaches strace to the process pid (every thread, and those
+// it starts) and makes every fsync and fdatasync fail with EIO: strace
+// injects the error in place of the system call (the kernel call is not
+// made), so SQLite sees a failing disk (SQLITE_IOERR_FSYNC). The returned
+// function detaches strace (the disk heals) and returns the trace of the
+// failed calls. It skips the test where strace cannot attach.
+func failFsyncs(t *testing.T, pid int) (heal func() string) {
+	t.Helper()
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		t.Skip("needs strace (fault injection into system calls)")
 	}
-	var tracer *exec.Cmd
-	var tracerDone chan struct{}
 	traceLog := filepath.Join(t.TempDir(), "strace.log")
-	detach := func(t *testing.T) {
-		if tracer == nil {
-			return
-		}
-		tracer.Process.Signal(syscall.SIGTERM) // strace detaches and exits
-		select {
-		case <-tracerDone:
-		case <-time.After(30 * time.Second):
-			tracer.Process.Kill()
-			<-tracerDone
-		}
-		tracer = nil
+	errs := &syncBuffer{}
+	tracer := exec.Command(strace, "-f", "-p", strconv.Itoa(pid),
+		"-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO", "-o", traceLog)
+	tracer.Stderr = errs
+	if err := tracer.Start(); err != nil {
+		t.Skipf("strace: %v", err)
 	}
-	t.Cleanup(func() { detach(t) })
+	done := make(chan struct{})
+	go func() { tracer.Wait(); close(done) }()
+	var once sync.Once
+	detach := func() {
+		once.Do(func() {
+			tracer.Process.Signal(syscall.SIGTERM) // strace detaches and exits
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				tracer.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(detach)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(errs.String(), "attached") {
+		select {
+		case <-done:
+			t.Skipf("strace cannot attach here (ptrace not permitted?): %s", errs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("strace did not attach within 30 s: %s", errs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return func() string {
+		detach()
+		b, _ := os.ReadFile(traceLog)
+		return string(b)
+	}
+}
+
+// TestFsyncFailure makes every fsync and fdatasync of the running server
+// fail with EIO (failFsyncs); detaching strace heals the disk.
+func TestFsyncFailure(t *testing.T) {
+	if os.Getenv("VELLUM_TEST_STORE") == "postgres" {
+		t.Skip("the fsync that fails is the node's own (SQLite)")
+	}
+	var heal func() string
 	checkWriteFault(t, filepath.Join(t.TempDir(), "data"), writeFault{
 		name:      "fsync EIO",
 		immediate: true,
+		// The frames were written: a crash before the next commit may
+		// replay them (TestFsyncFailureThenCrash), so the answer cannot
+		// say nothing was recorded.
+		message: "retry with the same event ids",
 		inject: func(t *testing.T, srv *child) {
-			errs := &syncBuffer{}
-			tracer = exec.Command(strace, "-f", "-p", strconv.Itoa(srv.cmd.Process.Pid),
-				"-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO", "-o", traceLog)
-			tracer.Stderr = errs
-			if err := tracer.Start(); err != nil {
-				t.Skipf("strace: %v", err)
-			}
-			tracerDone = make(chan struct{})
-			go func() { tracer.Wait(); close(tracerDone) }()
-			deadline := time.Now().Add(30 * time.Second)
-			for !strings.Contains(errs.String(), "attached") {
-				select {
-				case <-tracerDone:
-					tracer = nil
-					t.Skipf("strace cannot attach here (ptrace not permitted?): %s", errs.String())
-				default:
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("strace did not attach within 30 s: %s", errs.String())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			heal = failFsyncs(t, srv.cmd.Process.Pid)
 		},
 		heal: func(t *testing.T) {
-			detach(t)
-			b, _ := os.ReadFile(traceLog)
-			if !strings.Contains(string(b), "EIO (Input/output error) (INJECTED)") {
-				t.Errorf("strace injected no fsync failure:\n%.2000s", b)
+			if trace := heal(); !strings.Contains(trace, "EIO (Input/output error) (INJECTED)") {
+				t.Errorf("strace injected no fsync failure:\n%.2000s", trace)
 			}
 		},
 	})
+}
+
+// TestFsyncFailureThenCrash: an append refused because its fsync failed,
+// then the server is killed (SIGKILL) before any later commit, and
+// restarted on a healthy disk. SQLite's WAL recovery may replay the
+// refused round (its frames were written) or not; either way the batch is
+// stored whole or not at all, the log verifies, and the producer's retry
+// with the same event ids gets one receipt per event, each event stored
+// once.
+func TestFsyncFailureThenCrash(t *testing.T) {
+	if os.Getenv("VELLUM_TEST_STORE") == "postgres" {
+		t.Skip("the fsync that fails is the node's own (SQLite)")
+	}
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	srv := startChild(t, "serve", "--data", dir, "--listen", "127.0.0.1:0", "--name", "test.example/fault", "--log-level", "error", "--audit-rate", "0")
+	tokB, err := os.ReadFile(filepath.Join(dir, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkeyB, _ := os.ReadFile(filepath.Join(dir, "server.vkey"))
+	c, err := client.New(srv.url(), strings.TrimSpace(string(tokB)), client.WithRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateLog(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.Append(ctx, "app", json.RawMessage(`{"action":"before","actor":{"id":"p"},"id":"before"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]json.RawMessage, 50)
+	for j := range evs {
+		evs[j] = json.RawMessage(fmt.Sprintf(`{"action":"fsync.refused","actor":{"id":"p"},"id":"refused-%d"}`, j))
+	}
+	// Sign once: the retry sends the very same events.
+	var signed []api.SignedEvent
+	for _, ev := range evs {
+		se, err := c.Sign("app", ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed = append(signed, se)
+	}
+	heal := failFsyncs(t, srv.cmd.Process.Pid)
+	_, err = c.AppendSigned(ctx, "app", signed)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || !strings.Contains(ce.Message, "same event ids") {
+		t.Fatalf("append with failing fsyncs: %v, want 503 asking for a retry with the same ids", err)
+	}
+	srv.kill() // before any later commit
+	heal()
+	srv.restart()
+	c, err = client.New(srv.url(), strings.TrimSpace(string(tokB)), client.WithRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Log(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed := l.Size == 1+int64(len(evs))
+	if l.Size != 1 && !replayed {
+		t.Fatalf("after the crash the log has %d entries: the refused batch of %d is partly stored", l.Size, len(evs))
+	}
+	t.Logf("after the crash, the refused batch is stored: %v (log size %d)", replayed, l.Size)
+	rs, err := c.AppendSigned(ctx, "app", signed)
+	if err != nil {
+		t.Fatalf("the producer's retry: %v", err)
+	}
+	for j, r := range rs {
+		if r.Duplicate != replayed || r.Index != int64(1+j) {
+			t.Errorf("retry of event %d: index %d duplicate %v, want index %d duplicate %v", j, r.Index, r.Duplicate, 1+j, replayed)
+		}
+	}
+	v, err := client.NewVerifier(strings.TrimSpace(string(vkeyB)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.VerifyReceipt(first[0], c.PublicKey()); err != nil {
+		t.Fatal(err)
+	}
+	reg, _, err := c.AuditSystem(ctx, v, nil)
+	if err != nil {
+		t.Fatalf("auditing _system: %v", err)
+	}
+	cp, err := c.Latest(ctx, v, "app", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Size != 1+int64(len(evs)) {
+		t.Errorf("log size %d after the retry, want %d: every event once", cp.Size, 1+len(evs))
+	}
+	if err := c.AuditLog(ctx, v, "app", cp, reg, nil); err != nil {
+		t.Fatalf("auditing the log: %v", err)
+	}
 }
 
 // TestDiskFullTmpfs puts the data directory on a small tmpfs of its own
@@ -264,7 +377,8 @@ func TestDiskFullTmpfs(t *testing.T) {
 	}) // runs after the server is killed (cleanups run last first)
 	ballast := filepath.Join(mnt, "ballast")
 	checkWriteFault(t, filepath.Join(mnt, "data"), writeFault{
-		name: "tmpfs full",
+		name:    "tmpfs full",
+		message: "nothing was recorded",
 		inject: func(t *testing.T, srv *child) {
 			// Leave about 1 MiB: a few batches fit, then the disk is full.
 			var st syscall.Statfs_t

@@ -306,6 +306,9 @@ func toHTTP(err error) *httpError {
 	case errors.As(err, &behind):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 2,
 			msg: fmt.Sprintf("the search index of log %q is behind the log by %d entries; retry shortly (the entries themselves are stored and readable by index)", behind.Log, behind.Behind)}
+	case errors.Is(err, store.ErrNotDurable):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 5,
+			msg: "storage is failing: it refused a write (making it durable failed: fsync); the request was not acknowledged, but should the server crash before its next commit it may still turn out stored: retry with the same event ids (an event already stored is answered with its receipt); reads still work"}
 	case errors.Is(err, store.ErrWriteFailed):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 5,
 			msg: "storage is full or failing: it refused a write; nothing was recorded; retry once space is freed (reads still work)"}
