@@ -65,6 +65,7 @@ report() { # label
 	echo "$1: server VmHWM $((hwm / 1024)) MiB ($hwm kB), peak sampled VmRSS $(($(cat "$tmp/peak") / 1024)) MiB, VmRSS now $((rss / 1024)) MiB; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+mkdir -p "$(dirname "$data")"
 tmp=$(mktemp -d)
 trap 'stop; rm -rf "$tmp"' EXIT INT TERM
 
