@@ -231,6 +231,18 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		return err
 	case <-ctx.Done():
 	}
+	// A diagnostic: VELLUM_HEAPPROFILE=FILE writes a Go heap profile when
+	// the shutdown begins (for `go tool pprof`: what the run left in memory).
+	if p := m.Getenv("VELLUM_HEAPPROFILE"); p != "" {
+		if pf, err := os.Create(p); err != nil {
+			log.Error("VELLUM_HEAPPROFILE", "err", err)
+		} else {
+			if err := pprof.WriteHeapProfile(pf); err != nil {
+				log.Error("VELLUM_HEAPPROFILE", "err", err)
+			}
+			pf.Close()
+		}
+	}
 	log.Info("shutting down: finishing in-flight requests")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

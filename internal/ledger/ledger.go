@@ -498,8 +498,7 @@ func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []
 	}
 	// Reserve queue space for the events: bounded memory, refusal instead of waiting.
 	n := int64(len(events))
-	if s.pending.Add(n) > int64(l.cfg.QueueLimit) {
-		s.pending.Add(-n)
+	if !s.reserve(n, int64(l.cfg.QueueLimit)) {
 		l.m.overloaded.Inc(log)
 		return nil, ErrOverloaded
 	}

@@ -132,6 +132,21 @@ func (s *sequencer) ensureCheckpoint(ctx context.Context) error {
 
 func (s *sequencer) release(n int64) { s.pending.Add(-n) }
 
+// reserve takes n events of queue space if that keeps pending within limit.
+// pending never exceeds limit, not even for a moment (the queue-depth gauge
+// reads it at any time).
+func (s *sequencer) reserve(n, limit int64) bool {
+	for {
+		cur := s.pending.Load()
+		if cur+n > limit {
+			return false
+		}
+		if s.pending.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
 func (s *sequencer) run() {
 	for {
 		var first *request

@@ -38,12 +38,23 @@ const testOriginPrefix = "test.example/vellum"
 // registered as a cleanup, and may be called more than once.
 func startNode(t *testing.T, dir string) (url string, adminToken string, stop func()) {
 	t.Helper()
+	return startNodeWith(t, dir, nil)
+}
+
+// startNodeWith is startNode with the node's configuration changed by
+// configure (if not nil) before the node opens.
+func startNodeWith(t *testing.T, dir string, configure func(*node.Config)) (url string, adminToken string, stop func()) {
+	t.Helper()
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
-	n, err := node.Open(ctx, node.Config{Dir: dir, OriginPrefix: testOriginPrefix, Version: "test", Logger: logger, OpenStore: storeOpener(t, dir)})
+	cfg := node.Config{Dir: dir, OriginPrefix: testOriginPrefix, Version: "test", Logger: logger, OpenStore: storeOpener(t, dir)}
+	if configure != nil {
+		configure(&cfg)
+	}
+	n, err := node.Open(ctx, cfg)
 	if err != nil {
 		t.Fatalf("node.Open(%s): %v", dir, err)
 	}

@@ -310,14 +310,20 @@ func toHTTP(err error) *httpError {
 		return mk(http.StatusConflict, api.CodeConflict)
 	case errors.Is(err, keys.ErrUnknownKey), errors.Is(err, keys.ErrKeyInactive), errors.Is(err, keys.ErrScope):
 		return mk(http.StatusForbidden, api.CodeForbidden)
-	case errors.Is(err, ledger.ErrOverloaded), errors.Is(err, ledger.ErrClosed):
-		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error(), retry: true}
+	case errors.Is(err, ledger.ErrOverloaded):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 1,
+			msg: "overloaded: the log's " + err.Error() + "; nothing was recorded; retry after the Retry-After delay"}
+	case errors.Is(err, ledger.ErrClosed):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error() + "; nothing was recorded; retry on another node or after the restart", retry: true}
 	case errors.As(err, &integrity):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 60,
 			msg: "nothing was recorded: " + integrity.Error() + "; reads still work and carry a Vellum-Integrity warning; an operator must investigate (docs/guarantees.md)"}
 	case errors.As(err, &behind):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 2,
 			msg: fmt.Sprintf("the search index of log %q is behind the log by %d entries; retry shortly (the entries themselves are stored and readable by index)", behind.Log, behind.Behind)}
+	case errors.Is(err, store.ErrNotDurable):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 5,
+			msg: "storage is failing: it refused a write (making it durable failed: fsync); the request was not acknowledged, but should the server crash before its next commit it may still turn out stored: retry with the same event ids (an event already stored is answered with its receipt); reads still work"}
 	case errors.Is(err, store.ErrWriteFailed):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retry: true, after: 5,
 			msg: "storage is full or failing: it refused a write; nothing was recorded; retry once space is freed (reads still work)"}

@@ -28,6 +28,12 @@ var (
 	// limit, a failing disk or fsync. Errors that are it are also
 	// ErrUnavailable (503): nothing of the write was stored.
 	ErrWriteFailed = errors.New("storage refused a write (disk full or failing)")
+	// ErrNotDurable marks a write failure whose outcome is unknown: the
+	// data was written but making it durable failed (fsync). The commit is
+	// reported failed and the next commit overwrites it, but a crash before
+	// then may leave it stored (SQLite's WAL recovery replays complete
+	// frames). Errors that are it are also ErrWriteFailed.
+	ErrNotDurable = errors.New("making the write durable failed (fsync)")
 )
 
 // IndexBehindError is a search the search index cannot answer yet: it has

@@ -93,9 +93,23 @@ func termsOf(d *index.Doc) string {
 // searchWait bounds how long a search waits for the indexer.
 const searchWait = 2 * time.Second
 
-// maxQueued bounds the docs waiting for the indexer, per log; beyond it
-// they are dropped and the indexer reads the entries from the log instead.
-const maxQueued = 200_000
+// maxQueuedBytes bounds the memory of the docs waiting for the indexer,
+// over all logs (as docSize estimates it). A commit whose docs do not fit
+// is not queued: its log's queue is dropped and the indexer reads those
+// entries from the log instead, 2,000 at a time. (A bound of 200,000 docs
+// per log let an indexer that fell behind a sustained batch load hold
+// 150 MiB and more of docs.)
+const maxQueuedBytes = 24 << 20
+
+// docSize estimates the bytes a queued doc holds: its strings and the
+// struct, slice and string headers.
+func docSize(d *index.Doc) int64 {
+	n := 200 + len(d.Action) + len(d.Actor) + len(d.Key) + len(d.Outcome) + len(d.Source) + len(d.Text)
+	for _, t := range d.Targets {
+		n += 32 + len(t[0]) + len(t[1])
+	}
+	return int64(n)
+}
 
 // DisableIndexerEnv, set to 1, keeps the indexer from projecting commits
 // (benchmarks of the write path without it; searches then see only what
@@ -118,6 +132,8 @@ type indexer struct {
 	logs    map[int64]*logIndex
 	epoch   int64         // incremented by DropIndex: work taken before is void
 	changed chan struct{} // closed and replaced when a log's indexed grows
+	queued  int64         // docSize of the docs in every log's queue
+	writing int64         // docSize of the docs the indexer took and is writing
 	wake    chan struct{}
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -128,6 +144,7 @@ type logIndex struct {
 	target  int64       // entries the indexer owes: searches wait for them
 	next    int64       // index of the doc a commit hands over next
 	queue   []index.Doc // docs from commits, not yet written
+	qbytes  int64       // their docSize
 	fromLog bool        // read [indexed, target) from the log instead of queue
 	err     error       // why the indexer could not go on with this log
 }
@@ -269,19 +286,32 @@ func (ix *indexer) committed(id, old, size int64, docs []index.Doc) {
 	if err != nil {
 		return // the next start catches up
 	}
+	var mem int64
+	for i := range docs {
+		mem += docSize(&docs[i])
+	}
 	ix.mu.Lock()
 	li.target = max(li.target, size)
 	li.err = nil // a failed log is tried again at each commit
 	switch {
 	case li.fromLog:
-	case docs[0].Index == li.next && len(li.queue) < maxQueued:
+	case docs[0].Index == li.next && ix.queued+ix.writing+mem <= maxQueuedBytes:
 		li.queue = append(li.queue, docs...)
+		li.qbytes += mem
+		ix.queued += mem
 		li.next = docs[len(docs)-1].Index + 1
 	default: // a gap, or too far behind: read the log instead
-		li.queue, li.fromLog = nil, true
+		ix.dropQueue(li)
+		li.fromLog = true
 	}
 	ix.mu.Unlock()
 	ix.poke()
+}
+
+// dropQueue empties li's queue; ix.mu is held.
+func (ix *indexer) dropQueue(li *logIndex) {
+	ix.queued -= li.qbytes
+	li.queue, li.qbytes = nil, 0
 }
 
 // run is the indexer's goroutine: it writes what the logs owe until ctx
@@ -341,10 +371,19 @@ func (ix *indexer) step(ctx context.Context, id int64, stopping bool) (bool, err
 	var docs []index.Doc
 	from, to := li.indexed, li.target
 	fromLog := li.fromLog
+	var taken int64 // docSize of the docs taken from the queue
 	if !fromLog {
 		docs, li.queue = li.queue, nil
+		taken, li.qbytes = li.qbytes, 0
+		ix.queued -= taken
+		ix.writing = taken // one step at a time: the indexer's goroutine
 	}
 	ix.mu.Unlock()
+	defer func() {
+		ix.mu.Lock()
+		ix.writing = 0
+		ix.mu.Unlock()
+	}()
 	if fromLog {
 		if stopping {
 			return false, nil
@@ -383,7 +422,8 @@ func (ix *indexer) step(ctx context.Context, id int64, stopping bool) (bool, err
 	n, err := ix.write(context.WithoutCancel(ctx), id, docs)
 	if errors.Is(err, errGap) { // the docs do not continue the index: read the log
 		ix.mu.Lock()
-		li.queue, li.fromLog = nil, true
+		ix.dropQueue(li)
+		li.fromLog = true
 		ix.mu.Unlock()
 		return true, nil
 	}
@@ -392,6 +432,8 @@ func (ix *indexer) step(ctx context.Context, id int64, stopping bool) (bool, err
 			ix.mu.Lock()
 			if !li.fromLog {
 				li.queue = append(docs, li.queue...)
+				li.qbytes += taken
+				ix.queued += taken
 			}
 			ix.mu.Unlock()
 		}
@@ -630,6 +672,7 @@ func (s *Store) DropIndex(ctx context.Context) error {
 	s.ix.mu.Lock()
 	s.ix.epoch++
 	for _, li := range s.ix.logs {
+		s.ix.dropQueue(li)
 		*li = logIndex{}
 	}
 	s.ix.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,5 +171,81 @@ func searchCaughtUp(t *testing.T, s *Store, f index.Filter, size int64) ([]int64
 			return res, more, err
 		}
 		t.Logf("index still behind: %v", err)
+	}
+}
+
+// TestIndexerQueueBounded: while the indexer cannot write, the docs that
+// commits hand it stay within maxQueuedBytes (queued and being written,
+// over all logs); past that the log is projected from its entries instead,
+// and once the indexer goes on the index catches up with the whole log.
+func TestIndexerQueueBounded(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateLog(ctx, "l", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 16<<10)
+	s.ix.wmu.Lock() // the indexer cannot write
+	locked := true
+	defer func() {
+		if locked {
+			s.ix.wmu.Unlock()
+		}
+	}()
+	const batches, per = 40, 100 // 40 × 100 docs of 16 KiB: 64 MiB offered
+	for k := range batches {
+		b := realBatch(t, "l", int64(k*per), per)
+		for i := range b.Docs {
+			b.Docs[i].Text = pad
+		}
+		if err := s.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		s.ix.mu.Lock()
+		held := s.ix.queued + s.ix.writing
+		s.ix.mu.Unlock()
+		if held > maxQueuedBytes {
+			t.Fatalf("after commit %d the indexer holds %d bytes of docs, above its bound %d", k, held, maxQueuedBytes)
+		}
+	}
+	id, err := s.id(ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ix.mu.Lock()
+	fromLog := s.ix.logs[id].fromLog
+	s.ix.mu.Unlock()
+	if !fromLog {
+		t.Errorf("64 MiB of docs offered to a stuck indexer, and it still queues them")
+	}
+	s.ix.wmu.Unlock()
+	locked = false
+	deadline := time.Now().Add(time.Minute)
+	for {
+		n, err := s.Indexed(ctx, "l")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == batches*per {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the index holds %d of %d entries a minute after the indexer went on", n, batches*per)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f := index.Filter{Actor: "user-1", Limit: 2000, After: -1}
+	res, _, err := s.Search(ctx, "l", f, batches*per)
+	if err != nil || len(res) != batches*per/4 {
+		t.Errorf("Search of every fourth entry: %d results, %v; want %d", len(res), err, batches*per/4)
+	}
+	s.ix.mu.Lock()
+	defer s.ix.mu.Unlock()
+	if s.ix.queued != 0 || s.ix.writing != 0 {
+		t.Errorf("caught up, the indexer still counts %d bytes queued and %d being written", s.ix.queued, s.ix.writing)
 	}
 }

@@ -298,6 +298,9 @@ func wrap(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if syncFailed(err) {
+		return fmt.Errorf("%w: %w: %w: %v", store.ErrUnavailable, store.ErrWriteFailed, store.ErrNotDurable, err)
+	}
 	if writeFailed(err) {
 		return fmt.Errorf("%w: %w: %v", store.ErrUnavailable, store.ErrWriteFailed, err)
 	}
@@ -322,6 +325,18 @@ func writeFailed(err error) bool {
 		return true
 	}
 	return false
+}
+
+// syncFailed reports SQLite errors of an fsync that failed
+// (SQLITE_IOERR_FSYNC, SQLITE_IOERR_DIR_FSYNC): the write itself was made,
+// so its outcome is unknown (see store.ErrNotDurable).
+func syncFailed(err error) bool {
+	var se interface{ Code() int }
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code()
+	return c == 10|4<<8 || c == 10|5<<8
 }
 
 // CreateLog implements store.Store.
