@@ -23,6 +23,7 @@ type request struct {
 	hashes [][32]byte // SHA-256 of each canonical event
 	taken  int64
 	expect int64 // the log's size the request needs (-1: any)
+	local  bool  // forwarded here by another node: sequence it here, never forward it again
 
 	// set by the sequencer before done is closed
 	receipts []api.Receipt
@@ -149,6 +150,34 @@ func (s *sequencer) run() {
 				}
 			}
 		}
+		if holder, ok := s.route(first); ok {
+			// Another node holds the log's lease: everything pending
+			// that may be forwarded goes to it in one call.
+			round := []*request{first}
+			var local []*request
+			n, size := len(first.events), first.bytes()
+		gather:
+			for n < s.l.cfg.MaxRound && size < ForwardRoundBytes {
+				select {
+				case r := <-s.q:
+					if forwardable(r) {
+						round = append(round, r)
+						n += len(r.events)
+						size += r.bytes()
+					} else {
+						local = append(local, r)
+					}
+				default:
+					break gather
+				}
+			}
+			local = append(s.forward(holder, round), local...)
+			if len(local) > 0 {
+				lease, err := s.lock()
+				s.commit(local, lease, err)
+			}
+			continue
+		}
 		round := []*request{first}
 		n := len(first.events)
 		// On a shared store the lock is taken before the round is
@@ -166,6 +195,35 @@ func (s *sequencer) run() {
 		}
 		s.commit(round, lease, err)
 	}
+}
+
+// bytes is the size of r's canonical events.
+func (r *request) bytes() int {
+	n := 0
+	for _, ev := range r.events {
+		n += len(ev.Event.Canonical)
+	}
+	return n
+}
+
+// forwardable reports whether r may be sequenced by another node: not a
+// request that another node forwarded here, nor one that needs an exact
+// log size (the genesis entry), nor the empty checkpoint's.
+func forwardable(r *request) bool {
+	return !r.local && r.expect < 0 && r.events != nil
+}
+
+// route reports whether the round that starts with first goes to another
+// node, and to which.
+func (s *sequencer) route(first *request) (string, bool) {
+	if s.l.cfg.Router == nil || !forwardable(first) {
+		return "", false
+	}
+	holder, local := s.l.cfg.Router.Route(s.l.ctx, s.log)
+	if local || holder == "" {
+		return "", false
+	}
+	return holder, true
 }
 
 // lock takes the log's lock on a store that several nodes share (a zero
