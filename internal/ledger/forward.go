@@ -116,11 +116,20 @@ func (l *Ledger) countForward(log string, f func(*ForwardStats)) {
 // gathering requests once their canonical events reach it.
 const ForwardRoundBytes = 8 << 20
 
+// maxForwards bounds the forwarded calls in flight per log on one node.
+// With one, requests that arrive while a call is out gather for the next
+// call, so every call carries everything pending: the fewest calls, and on
+// a machine whose CPU is the limit (BENCHMARKS.md, issue 5) the best
+// throughput; two in flight measured no better there. More would help a
+// holder that is far away (long round trips), at the cost of more calls.
+const maxForwards = 1
+
 // forwardTimeout bounds one forwarded round's call.
 const forwardTimeout = 30 * time.Second
 
-// forward sends round to holder. It returns the requests to sequence here
-// instead (all of them if the holder did not take the round), having
+// forward sends round to holder (in a goroutine of its own: it touches no
+// state of the sequencer goroutine). It returns the requests to sequence
+// here instead (all of them if the holder did not take the round), having
 // answered the others.
 func (s *sequencer) forward(holder string, round []*request) (local []*request) {
 	l := s.l

@@ -394,6 +394,9 @@ func (l *Ledger) startSequencer(ctx context.Context, name string) (*sequencer, e
 		cache:   map[int64]tlog.Hash{},
 		changed: make(chan struct{}),
 		seqs:    map[seqKey]int64{},
+
+		slots:    make(chan struct{}, maxForwards),
+		fallback: make(chan []*request, maxForwards),
 	}
 	if err := s.load(ctx); err != nil {
 		return nil, err

@@ -42,6 +42,12 @@ type sequencer struct {
 
 	pending atomic.Int64 // events queued, bounded by Config.QueueLimit
 
+	// Forwarding (forward.go): calls in flight hold a slot; a round the
+	// holder did not take comes back on fallback to be sequenced here.
+	slots    chan struct{}
+	fallback chan []*request
+	forwards sync.WaitGroup
+
 	mu         sync.Mutex    // guards size, checkpoint, changed for readers
 	changed    chan struct{} // closed (and replaced) after every commit
 	size       int64
@@ -138,8 +144,25 @@ func (s *sequencer) run() {
 		var first *request
 		select {
 		case first = <-s.q:
+		case back := <-s.fallback:
+			// A forward that the holder did not take: sequenced here.
+			lease, err := s.lock()
+			s.commit(back, lease, err)
+			continue
 		case <-s.stop:
-			// Drain what was queued before the stop.
+			// Forwards in flight finish; what they hand back, and what
+			// was queued before the stop, is sequenced here.
+			s.forwards.Wait()
+			for {
+				select {
+				case back := <-s.fallback:
+					lease, err := s.lock()
+					s.commit(back, lease, err)
+					continue
+				default:
+				}
+				break
+			}
 			for {
 				select {
 				case r := <-s.q:
@@ -152,7 +175,10 @@ func (s *sequencer) run() {
 		}
 		if holder, ok := s.route(first); ok {
 			// Another node holds the log's lease: everything pending
-			// that may be forwarded goes to it in one call.
+			// that may be forwarded goes to it in one call. At most
+			// maxForwards calls are in flight; while they are, requests
+			// gather for the next one.
+			s.slots <- struct{}{}
 			round := []*request{first}
 			var local []*request
 			n, size := len(first.events), first.bytes()
@@ -171,7 +197,14 @@ func (s *sequencer) run() {
 					break gather
 				}
 			}
-			local = append(s.forward(holder, round), local...)
+			s.forwards.Add(1)
+			go func() {
+				defer s.forwards.Done()
+				if back := s.forward(holder, round); len(back) > 0 {
+					s.fallback <- back // never blocks: one per slot
+				}
+				<-s.slots
+			}()
 			if len(local) > 0 {
 				lease, err := s.lock()
 				s.commit(local, lease, err)
