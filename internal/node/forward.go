@@ -34,6 +34,7 @@ type router struct {
 	mu        sync.Mutex
 	advertise string              // this node's address for other nodes ("": takes no lease)
 	holders   map[string]holderAt // where each log was last forwarded
+	retryAt   time.Time           // after a failure to take a lease: not before then
 }
 
 type holderAt struct {
@@ -44,6 +45,10 @@ type holderAt struct {
 // holderTTL is how long a known holder is forwarded to before the lease is
 // tried again (a failed forward forgets it at once).
 const holderTTL = time.Second
+
+// leaseRetry is how long a node that failed to take a lease (the database
+// refused) sequences its rounds itself before it tries again.
+const leaseRetry = 5 * time.Second
 
 // SetAdvertise sets the address (http://host:port or https://…) at which
 // other nodes reach this one. Until it is set the node takes no sequencer
@@ -108,10 +113,21 @@ func (rt *router) Route(ctx context.Context, log string) (string, bool) {
 	var held bool
 	var holder string
 	if self != "" {
+		rt.mu.Lock()
+		wait := time.Now().Before(rt.retryAt)
+		rt.mu.Unlock()
+		if wait {
+			return "", true
+		}
 		var err error
 		held, holder, err = rt.leases.TryLease(ctx, log, self)
 		if err != nil {
-			rt.n.Config.Logger.Warn("taking the sequencer lease failed; sequencing under the per-round lock", "log", log, "err", err)
+			// Not retried for a few seconds (a missing grant would fail
+			// every round): meanwhile rounds are sequenced here.
+			rt.mu.Lock()
+			rt.retryAt = time.Now().Add(leaseRetry)
+			rt.mu.Unlock()
+			rt.n.Config.Logger.Warn("taking the sequencer lease failed; sequencing under the per-round lock", "log", log, "retry_in", leaseRetry, "err", err)
 			return "", true
 		}
 		if held {
