@@ -34,6 +34,12 @@ type Router interface {
 	// round may be sequenced here instead. Any other error leaves the
 	// outcome unknown.
 	Forward(ctx context.Context, holder, log string, reqs []ForwardRequest) (ForwardResponse, error)
+	// Remote reports, without waiting for anything, whether log's rounds
+	// go to another node now (this node does not hold the lease and knows
+	// who does). Append then leaves the event signatures to the holder,
+	// which verifies every one; a request that is sequenced here after
+	// all is verified here before it is decided.
+	Remote(log string) bool
 }
 
 // ErrNotForwarded wraps a Forward error after which nothing was sequenced.
@@ -203,7 +209,7 @@ func (l *Ledger) AppendForwarded(ctx context.Context, log string, reqs []Forward
 	n := 0
 	for i, fr := range reqs {
 		n += len(fr.Events)
-		r, err := l.prepare(s, log, -1, fr.Events)
+		r, err := l.prepare(s, log, -1, fr.Events, true)
 		if err == nil {
 			r.local = true
 			err = s.enqueue(ctx, r)

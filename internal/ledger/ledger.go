@@ -462,7 +462,10 @@ func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []
 	if err != nil {
 		return nil, err
 	}
-	r, err := l.prepare(s, log, size, events)
+	// A request that will be forwarded is verified by the node that
+	// sequences it, not twice.
+	remote := size < 0 && l.cfg.Router != nil && l.cfg.Router.Remote(log)
+	r, err := l.prepare(s, log, size, events, !remote)
 	if err != nil {
 		return nil, err
 	}
@@ -476,9 +479,11 @@ func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []
 	return r.receipts, r.err
 }
 
-// prepare checks a request's events (signatures, sizes, the log's
-// integrity) and reserves their room in the log's queue.
-func (l *Ledger) prepare(s *sequencer, log string, size int64, events []Submitted) (*request, error) {
+// prepare checks a request's events (signatures unless !verify, sizes, the
+// log's integrity) and reserves their room in the log's queue. A request
+// whose signatures are not checked here is marked unverified: the node that
+// sequences it checks them.
+func (l *Ledger) prepare(s *sequencer, log string, size int64, events []Submitted, verify bool) (*request, error) {
 	if len(events) == 0 {
 		return nil, fmt.Errorf("%w: no events", ErrInvalid)
 	}
@@ -488,10 +493,12 @@ func (l *Ledger) prepare(s *sequencer, log string, size int64, events []Submitte
 	if ie := l.Distrusted(log); ie != nil {
 		return nil, ie
 	}
-	if err := l.verifyAll(log, events); err != nil {
-		return nil, err
+	if verify {
+		if err := l.verifyAll(log, events); err != nil {
+			return nil, err
+		}
 	}
-	r := &request{events: events, expect: size, done: make(chan struct{})}
+	r := &request{events: events, expect: size, done: make(chan struct{}), unverified: !verify}
 	overhead := map[[2]string]int{} // per key and auth: a request's events almost always share one
 	for i, ev := range events {
 		r.hashes = append(r.hashes, sha256.Sum256(ev.Event.Canonical))

@@ -24,6 +24,9 @@ type request struct {
 	taken  int64
 	expect int64 // the log's size the request needs (-1: any)
 	local  bool  // forwarded here by another node: sequence it here, never forward it again
+	// unverified: its event signatures were left to the node holding the
+	// lease; if it is sequenced here after all, commit verifies them first.
+	unverified bool
 
 	// set by the sequencer before done is closed
 	receipts []api.Receipt
@@ -367,6 +370,13 @@ func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 	rs.slots = make([][]slot, len(round))
 	accepted := make([]bool, len(round))
 	for i, r := range round {
+		if r.unverified {
+			if err := s.l.verifyAll(s.log, r.events); err != nil {
+				r.err = err
+				continue
+			}
+			r.unverified = false
+		}
 		slots, err := s.decide(ctx, r, rs)
 		if err != nil {
 			r.err = err

@@ -149,6 +149,17 @@ func (rt *router) Route(ctx context.Context, log string) (string, bool) {
 	return holder, false
 }
 
+// Remote implements ledger.Router.
+func (rt *router) Remote(log string) bool {
+	if rt.leases.HoldsLease(log) {
+		return false
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	h, ok := rt.holders[log]
+	return ok && time.Now().Before(h.until)
+}
+
 func (rt *router) forget(log string) {
 	rt.mu.Lock()
 	delete(rt.holders, log)

@@ -101,6 +101,34 @@ func TestForwardingLease(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d appends failed while every node was up", n)
 	}
+
+	// A forwarding node leaves event signatures to the holder, which
+	// verifies every one: a request with a forged event, sent to a node
+	// that forwards, is refused as a whole and nothing of it is stored.
+	fwdNode := (holder + 1) % 3
+	fc := newClientOpts(t, nodes[fwdNode].url, adminTok, client.WithRetries(0))
+	good, err := fc.Sign("fwd", event("fwd.forged", "x", `"id":"forged-good"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := fc.Sign("another-log", event("fwd.forged", "x", `"id":"forged-bad"`)) // signed for another log
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizeBefore, err := fc.Latest(ctx, v, "fwd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundsBefore := nodes[fwdNode].node.Ledger.Forwarded("fwd").Rounds
+	if _, err := fc.AppendSigned(ctx, "fwd", []api.SignedEvent{good, forged}); statusOf(t, err) != http.StatusBadRequest {
+		t.Fatalf("a forged event through forwarding node %d: %v; want 400", fwdNode, err)
+	}
+	if nodes[fwdNode].node.Ledger.Forwarded("fwd").Rounds == roundsBefore {
+		t.Errorf("node %d refused the forged event itself; it was meant to forward it", fwdNode)
+	}
+	if after, err := fc.Latest(ctx, v, "fwd", &sizeBefore); err != nil || after.Size != sizeBefore.Size {
+		t.Fatalf("after the forged request: size %d, %v; want %d", after.Size, err, sizeBefore.Size)
+	}
 	mu.Lock()
 	before := len(acked)
 	mu.Unlock()

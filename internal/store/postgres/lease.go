@@ -22,6 +22,7 @@ type leases struct {
 	mu   sync.Mutex // guards everything below; serialises use of conn
 	cfg  *pgx.ConnConfig
 	conn *pgx.Conn
+	hmu  sync.RWMutex // guards held as well (mu and hmu to change it), so that HoldsLease never waits for a round trip
 	held map[string]bool
 	beat bool // the heartbeat runs
 	stop chan struct{}
@@ -34,8 +35,8 @@ func leaseKey(log string) int64 { return lockKey("lease " + log) }
 
 // HoldsLease implements store.Leasing.
 func (s *Store) HoldsLease(log string) bool {
-	s.lease.mu.Lock()
-	defer s.lease.mu.Unlock()
+	s.lease.hmu.RLock()
+	defer s.lease.hmu.RUnlock()
 	return s.lease.held[log]
 }
 
@@ -56,7 +57,7 @@ func (s *Store) TryLease(ctx context.Context, log, url string) (bool, string, er
 			return false, "", wrap(err)
 		}
 		l.conn = c
-		l.held = map[string]bool{}
+		l.setHeld(nil)
 	}
 	var got bool
 	var holder *string
@@ -79,7 +80,9 @@ func (s *Store) TryLease(ctx context.Context, log, url string) (bool, string, er
 		l.dropLocked()
 		return false, "", wrap(err)
 	}
+	l.hmu.Lock()
 	l.held[log] = true
+	l.hmu.Unlock()
 	if !l.beat {
 		l.beat = true
 		l.done.Add(1)
@@ -96,7 +99,17 @@ func (l *leases) dropLocked() {
 		cancel()
 		l.conn = nil
 	}
-	l.held = map[string]bool{}
+	l.setHeld(nil)
+}
+
+// setHeld replaces held (nil: none); l.mu is held.
+func (l *leases) setHeld(m map[string]bool) {
+	if m == nil {
+		m = map[string]bool{}
+	}
+	l.hmu.Lock()
+	l.held = m
+	l.hmu.Unlock()
 }
 
 // heartbeat checks the lease connection every second while leases are
