@@ -51,6 +51,7 @@ GRANT SELECT ON vellum_schema_migrations TO "vellum_app";
 GRANT SELECT, INSERT ON logs, entries, hashes, checkpoints, event_ids, seqs TO "vellum_app";
 GRANT UPDATE (id) ON logs TO "vellum_app";
 GRANT SELECT, INSERT, TRUNCATE ON search, search_targets, search_text TO "vellum_app";
+GRANT SELECT, INSERT ON sequencer_leases TO "vellum_app";
 SQL
 urls=""
 for i in $(seq 0 $((nodes - 1))); do

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -193,6 +194,36 @@ func copyFile(t *testing.T, from, to string) {
 // verifies entry by entry, every checkpoint any node signed is consistent
 // with the final one, and every tail saw every entry.
 func TestMultiNodeKill(t *testing.T) {
+	multiNodeKill(t, func(*testing.T, string, []*child) int { return 1 })
+}
+
+// TestMultiNodeKillHolder is TestMultiNodeKill with the node that holds the
+// log's sequencer lease (the one the other two forward to) as the victim:
+// one of the others takes the lease over, and nothing acknowledged is lost.
+func TestMultiNodeKillHolder(t *testing.T) {
+	multiNodeKill(t, func(t *testing.T, appURL string, nodes []*child) int {
+		conn, err := pgx.Connect(context.Background(), appURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var holder string
+		if err := conn.QueryRow(context.Background(), `SELECT url FROM sequencer_leases WHERE log = 'app' ORDER BY id DESC LIMIT 1`).Scan(&holder); err != nil {
+			t.Fatalf("finding the lease holder: %v", err)
+		}
+		for i, n := range nodes {
+			if n.url() == holder {
+				t.Logf("node %d (%s) holds the lease of the log: killing it", i, holder)
+				return i
+			}
+		}
+		t.Fatalf("the lease holder %s is none of the nodes", holder)
+		return -1
+	})
+}
+
+// multiNodeKill runs the kill test with the node victim picks.
+func multiNodeKill(t *testing.T, victim func(t *testing.T, appURL string, nodes []*child) int) {
 	appURL := newPostgresDB(t)
 	ctx := context.Background()
 	base := t.TempDir()
@@ -309,16 +340,17 @@ func TestMultiNodeKill(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second)
-	nodes[1].kill()
+	vi := victim(t, appURL, nodes)
+	nodes[vi].kill()
 	time.Sleep(500 * time.Millisecond)
-	nodes[1].restart()
+	nodes[vi].restart()
 	time.Sleep(2 * time.Second)
 	close(quit)
 	wg.Wait()
 	if len(acked) < 100 {
 		t.Fatalf("only %d events acknowledged; the load did not run", len(acked))
 	}
-	t.Logf("%d events acknowledged, %d appends refused (while node 1 was down)", len(acked), refusedWhileDown)
+	t.Logf("%d events acknowledged, %d appends refused (while node %d was down)", len(acked), refusedWhileDown, vi)
 
 	// Every node converges on one checkpoint.
 	var size int64

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -21,7 +22,7 @@ import (
 
 type serveFlags struct {
 	data, listen, name, logLevel, logFormat string
-	postgres                                string
+	postgres, advertise                     string
 	tlsCert, tlsKey                         string
 	auditRate                               int
 	alertsConfig, expectEvery               string
@@ -40,6 +41,7 @@ func (m *Main) serverFlags(fs *flag.FlagSet, withListen bool) *serveFlags {
 		fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 		fs.StringVar(&f.alertsConfig, "alerts-config", m.Getenv("VELLUM_ALERTS_CONFIG"), "alert configuration file, TOML (env VELLUM_ALERTS_CONFIG): webhook and syslog sinks, silence windows,\nthresholds, auto-revoke policy; see docs/alerts.md (default: built-in thresholds, no sinks)")
 		fs.StringVar(&f.expectEvery, "expect-every", "", "silence window for every key and source that has written to a log: alert when one writes nothing\nfor this long (for example 10m; overrides the config file's [silence] default; 0: off)")
+		fs.StringVar(&f.advertise, "advertise", "", "with --postgres: the URL at which the other nodes reach this one (http://host:port or https://host:port),\nto forward it the appends of the logs whose sequencer lease it holds; node-to-node requests are\nauthenticated with a key derived from server.key (default: the --listen address when it names a host,\nsuch as 127.0.0.1:7070 or 10.0.0.5:7070; with 0.0.0.0 or [::] give it, or the node neither takes\nleases nor forwards: it sequences under the per-round lock)")
 		fs.IntVar(&f.auditRate, "audit-rate", 2000, "entries per second the background auditor re-verifies against the tree and the chain (0: off);\na mismatch stops checkpoint signing for that log and records alert.tamper in _system")
 	}
 	return f
@@ -148,10 +150,15 @@ func helpOK(err error) error {
 }
 
 func (m *Main) serve(ctx context.Context, args []string) error {
-	fs := m.newFlagSet("serve", "serve [--data DIR] [--postgres URL] [--listen ADDR] [--name ORIGIN-PREFIX] [--tls-cert FILE --tls-key FILE]")
+	fs := m.newFlagSet("serve", "serve [--data DIR] [--postgres URL [--advertise URL]] [--listen ADDR] [--name ORIGIN-PREFIX] [--tls-cert FILE --tls-key FILE]")
 	f := m.serverFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
 		return helpOK(err)
+	}
+	if f.advertise != "" {
+		if u, err := url.Parse(f.advertise); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return usageError("give --advertise as http://host:port or https://host:port", "bad --advertise %q", f.advertise)
+		}
 	}
 	if f.auditRate < 0 {
 		return usageError("give entries per second, or 0 to turn the auditor off", "--audit-rate must not be negative")
@@ -212,6 +219,18 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
+	}
+	if f.postgres != "" {
+		adv := f.advertise
+		if host, _, _ := net.SplitHostPort(addr); adv == "" && !net.ParseIP(host).IsUnspecified() {
+			adv = scheme + "://" + addr
+		}
+		if err := n.SetAdvertise(adv); err != nil {
+			return usageError("give --advertise as http://host:port or https://host:port", "%v", err)
+		}
+		if adv == "" {
+			log.Warn("no --advertise address (listening on all interfaces): this node takes no sequencer lease and does not forward; give --advertise for the best throughput with several nodes")
+		}
 	}
 	fmt.Fprintf(m.Stderr, "vellum: serving on %s://%s (data in %s)\n", scheme, addr, f.data)
 	if m.Ready != nil {

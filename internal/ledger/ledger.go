@@ -162,6 +162,10 @@ type Config struct {
 	// Metrics, if set, receives the ledger's metrics (commit latency and
 	// size, failures, queue depth, log sizes).
 	Metrics *metrics.Registry
+	// Router, if set (a store that several nodes share), sends the rounds
+	// of logs whose sequencer lease another node holds to that node
+	// (forward.go).
+	Router Router
 }
 
 // Observation kinds.
@@ -244,10 +248,12 @@ type Ledger struct {
 	// store's lease), unless Config.Now was set.
 	storeClock bool
 	m          ledgerMetrics
+	fm         forwardMetrics
 
 	mu       sync.Mutex
 	seqs     map[string]*sequencer
 	distrust map[string]*IntegrityError // logs that failed verification
+	fstats   map[string]ForwardStats    // forwarding counters, by log
 	closed   bool
 	inflight sync.WaitGroup // Append and CreateLog calls under way
 }
@@ -287,6 +293,7 @@ func New(cfg Config) (*Ledger, error) {
 		cfg.Metrics = metrics.NewRegistry() // instruments nobody reads
 	}
 	l.registerMetrics(cfg.Metrics)
+	l.registerForwardMetrics(cfg.Metrics)
 	if w, ok := cfg.Store.(store.Watcher); ok {
 		l.wg.Add(1)
 		go func() {
@@ -413,6 +420,9 @@ func (l *Ledger) startSequencer(ctx context.Context, name string) (*sequencer, e
 		cache:   map[int64]tlog.Hash{},
 		changed: make(chan struct{}),
 		seqs:    map[seqKey]int64{},
+
+		slots:    make(chan struct{}, maxForwards),
+		fallback: make(chan []*request, maxForwards),
 	}
 	if err := s.load(ctx); err != nil {
 		return nil, err
@@ -478,10 +488,43 @@ func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []
 	if err != nil {
 		return nil, err
 	}
-	if err := l.verifyAll(log, events); err != nil {
+	// A request that will be forwarded is verified by the node that
+	// sequences it, not twice.
+	remote := size < 0 && l.cfg.Router != nil && l.cfg.Router.Remote(log)
+	r, err := l.prepare(s, log, size, events, !remote)
+	if err != nil {
 		return nil, err
 	}
-	r := &request{events: events, expect: size, done: make(chan struct{})}
+	if err := s.enqueue(ctx, r); err != nil {
+		return nil, err
+	}
+	// Once queued, the request is committed or refused by the sequencer; the
+	// caller waits for the answer even if its context ends, so that a
+	// receipt is never lost between commit and reply.
+	<-r.done
+	return r.receipts, r.err
+}
+
+// prepare checks a request's events (signatures unless !verify, sizes, the
+// log's integrity) and reserves their room in the log's queue. A request
+// whose signatures are not checked here is marked unverified: the node that
+// sequences it checks them.
+func (l *Ledger) prepare(s *sequencer, log string, size int64, events []Submitted, verify bool) (*request, error) {
+	if len(events) == 0 {
+		return nil, fmt.Errorf("%w: no events", ErrInvalid)
+	}
+	if len(events) > api.MaxBatch {
+		return nil, fmt.Errorf("%w: %d events in one request, at most %d", ErrTooLarge, len(events), api.MaxBatch)
+	}
+	if ie := l.Distrusted(log); ie != nil {
+		return nil, ie
+	}
+	if verify {
+		if err := l.verifyAll(log, events); err != nil {
+			return nil, err
+		}
+	}
+	r := &request{events: events, expect: size, done: make(chan struct{}), unverified: !verify}
 	overhead := map[[2]string]int{} // per key and auth: a request's events almost always share one
 	for i, ev := range events {
 		r.hashes = append(r.hashes, sha256.Sum256(ev.Event.Canonical))
@@ -503,20 +546,22 @@ func (l *Ledger) AppendAt(ctx context.Context, log string, size int64, events []
 		return nil, ErrOverloaded
 	}
 	r.taken = n
+	return r, nil
+}
+
+// enqueue hands a prepared request to the sequencer (releasing its queue
+// room if it cannot).
+func (s *sequencer) enqueue(ctx context.Context, r *request) error {
 	select {
 	case s.q <- r:
+		return nil
 	case <-s.stop:
 		s.release(r.taken)
-		return nil, ErrClosed
+		return ErrClosed
 	case <-ctx.Done():
 		s.release(r.taken)
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
-	// Once queued, the request is committed or refused by the sequencer; the
-	// caller waits for the answer even if its context ends, so that a
-	// receipt is never lost between commit and reply.
-	<-r.done
-	return r.receipts, r.err
 }
 
 func entryOverhead(log, keyID, auth string) int {

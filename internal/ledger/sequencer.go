@@ -23,6 +23,10 @@ type request struct {
 	hashes [][32]byte // SHA-256 of each canonical event
 	taken  int64
 	expect int64 // the log's size the request needs (-1: any)
+	local  bool  // forwarded here by another node: sequence it here, never forward it again
+	// unverified: its event signatures were left to the node holding the
+	// lease; if it is sequenced here after all, commit verifies them first.
+	unverified bool
 
 	// set by the sequencer before done is closed
 	receipts []api.Receipt
@@ -40,6 +44,12 @@ type sequencer struct {
 	stop   chan struct{}
 
 	pending atomic.Int64 // events queued, bounded by Config.QueueLimit
+
+	// Forwarding (forward.go): calls in flight hold a slot; a round the
+	// holder did not take comes back on fallback to be sequenced here.
+	slots    chan struct{}
+	fallback chan []*request
+	forwards sync.WaitGroup
 
 	mu         sync.Mutex    // guards size, checkpoint, changed for readers
 	changed    chan struct{} // closed (and replaced) after every commit
@@ -152,8 +162,25 @@ func (s *sequencer) run() {
 		var first *request
 		select {
 		case first = <-s.q:
+		case back := <-s.fallback:
+			// A forward that the holder did not take: sequenced here.
+			lease, err := s.lock()
+			s.commit(back, lease, err)
+			continue
 		case <-s.stop:
-			// Drain what was queued before the stop.
+			// Forwards in flight finish; what they hand back, and what
+			// was queued before the stop, is sequenced here.
+			s.forwards.Wait()
+			for {
+				select {
+				case back := <-s.fallback:
+					lease, err := s.lock()
+					s.commit(back, lease, err)
+					continue
+				default:
+				}
+				break
+			}
 			for {
 				select {
 				case r := <-s.q:
@@ -163,6 +190,44 @@ func (s *sequencer) run() {
 					return
 				}
 			}
+		}
+		if holder, ok := s.route(first); ok {
+			// Another node holds the log's lease: everything pending
+			// that may be forwarded goes to it in one call. At most
+			// maxForwards calls are in flight; while they are, requests
+			// gather for the next one.
+			s.slots <- struct{}{}
+			round := []*request{first}
+			var local []*request
+			n, size := len(first.events), first.bytes()
+		gather:
+			for n < s.l.cfg.MaxRound && size < ForwardRoundBytes {
+				select {
+				case r := <-s.q:
+					if forwardable(r) {
+						round = append(round, r)
+						n += len(r.events)
+						size += r.bytes()
+					} else {
+						local = append(local, r)
+					}
+				default:
+					break gather
+				}
+			}
+			s.forwards.Add(1)
+			go func() {
+				defer s.forwards.Done()
+				if back := s.forward(holder, round); len(back) > 0 {
+					s.fallback <- back // never blocks: one per slot
+				}
+				<-s.slots
+			}()
+			if len(local) > 0 {
+				lease, err := s.lock()
+				s.commit(local, lease, err)
+			}
+			continue
 		}
 		round := []*request{first}
 		n := len(first.events)
@@ -181,6 +246,35 @@ func (s *sequencer) run() {
 		}
 		s.commit(round, lease, err)
 	}
+}
+
+// bytes is the size of r's canonical events.
+func (r *request) bytes() int {
+	n := 0
+	for _, ev := range r.events {
+		n += len(ev.Event.Canonical)
+	}
+	return n
+}
+
+// forwardable reports whether r may be sequenced by another node: not a
+// request that another node forwarded here, nor one that needs an exact
+// log size (the genesis entry), nor the empty checkpoint's.
+func forwardable(r *request) bool {
+	return !r.local && r.expect < 0 && r.events != nil
+}
+
+// route reports whether the round that starts with first goes to another
+// node, and to which.
+func (s *sequencer) route(first *request) (string, bool) {
+	if s.l.cfg.Router == nil || !forwardable(first) {
+		return "", false
+	}
+	holder, local := s.l.cfg.Router.Route(s.l.ctx, s.log)
+	if local || holder == "" {
+		return "", false
+	}
+	return holder, true
 }
 
 // lock takes the log's lock on a store that several nodes share (a zero
@@ -292,6 +386,13 @@ func (s *sequencer) commit(round []*request, lease store.Lease, lerr error) {
 	rs.slots = make([][]slot, len(round))
 	accepted := make([]bool, len(round))
 	for i, r := range round {
+		if r.unverified {
+			if err := s.l.verifyAll(s.log, r.events); err != nil {
+				r.err = err
+				continue
+			}
+			r.unverified = false
+		}
 		slots, err := s.decide(ctx, r, rs)
 		if err != nil {
 			r.err = err

@@ -25,6 +25,23 @@ import (
 // configuration and server key, as an operator copies them.
 func startSharedNodes(t *testing.T, n int) (urls []string, adminToken string) {
 	t.Helper()
+	nodes, tok := startShared(t, n)
+	for _, sn := range nodes {
+		urls = append(urls, sn.url)
+	}
+	return urls, tok
+}
+
+// sharedNode is one node of startShared.
+type sharedNode struct {
+	url  string
+	node *node.Node
+	srv  *httptest.Server
+	stop func() // closes its HTTP server and the node (once)
+}
+
+func startShared(t *testing.T, n int) (nodes []*sharedNode, adminToken string) {
+	t.Helper()
 	base := t.TempDir()
 	first := filepath.Join(base, "node0")
 	db := pgFor(t, first) // skips (or fails with CI=true) without PostgreSQL
@@ -47,17 +64,24 @@ func startSharedNodes(t *testing.T, n int) (urls []string, adminToken string) {
 			t.Fatalf("node %d: %v", i, err)
 		}
 		srv := httptest.NewServer(nd.Handler)
-		t.Cleanup(func() {
-			srv.Close()
-			nd.Close()
-		})
-		urls = append(urls, srv.URL)
+		if err := nd.SetAdvertise(srv.URL); err != nil {
+			t.Fatal(err)
+		}
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				srv.Close()
+				nd.Close()
+			})
+		}
+		t.Cleanup(stop)
+		nodes = append(nodes, &sharedNode{url: srv.URL, node: nd, srv: srv, stop: stop})
 	}
 	tok, err := os.ReadFile(filepath.Join(first, node.AdminKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return urls, strings.TrimSpace(string(tok))
+	return nodes, strings.TrimSpace(string(tok))
 }
 
 // TestSharedKeyChanges: a key revoked, rotated or narrowed on one node is

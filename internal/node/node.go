@@ -40,6 +40,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
 	"github.com/vellum-audit/vellum/internal/metrics"
+	"github.com/vellum-audit/vellum/internal/nodeauth"
 	"github.com/vellum-audit/vellum/internal/server"
 	"github.com/vellum-audit/vellum/internal/store"
 	"github.com/vellum-audit/vellum/internal/store/sqlite"
@@ -77,6 +78,10 @@ type Config struct {
 	// nil: the defaults, with no sinks (alerts go to _system, metrics and
 	// the log only).
 	Alerts *alert.Config
+	// Advertise is the address (http://host:port) at which the other
+	// nodes sharing the store reach this one, to forward it the rounds of
+	// the logs whose sequencer lease it holds (see SetAdvertise).
+	Advertise string
 }
 
 type diskConfig struct {
@@ -126,6 +131,7 @@ type Node struct {
 
 	genesis atomic.Bool // the genesis entry is being written
 	shared  bool        // the store is shared with other nodes (store.Sequencing)
+	router  *router     // sequencer leases and forwarding (a shared store with leases)
 
 	regMu      sync.Mutex // serializes registry catch-up
 	sysApplied int64      // _system entries folded into the registry
@@ -202,6 +208,17 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 			return n.syncRegistry(ctx)
 		}
 	}
+	if ls, ok := st.(store.Leasing); ok && n.shared {
+		if n.router, err = newRouter(n, ls); err != nil {
+			st.Close()
+			return nil, err
+		}
+		lc.Router = n.router
+		if err := n.SetAdvertise(cfg.Advertise); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	n.Ledger, err = ledger.New(lc)
 	if err != nil {
 		st.Close()
@@ -217,12 +234,26 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("catching up the search index: %w", err)
 		}
 	}
+	var nodeAuth *nodeauth.Verifier
+	if n.router != nil {
+		nodeAuth = nodeauth.NewVerifier(n.router.key)
+	}
 	n.Server = server.New(server.Config{
 		Ledger: n.Ledger, Registry: n.Registry, ServerKey: n.priv, VerifierKey: n.vkey,
 		OriginPrefix: n.Init.OriginPrefix, Version: cfg.Version, Logger: cfg.Logger,
 		Refold: n.fold, Sync: n.syncRegistry, Metrics: n.Metrics, BodyBudget: cfg.BodyBudget,
-		Alerts: n.Alerts,
+		Alerts:   n.Alerts,
+		NodeAuth: nodeAuth,
 	})
+	if n.router != nil {
+		n.Metrics.GaugeFunc("vellum_sequencer_lease", "1 for each log whose sticky sequencer lease this node holds (it sequences the log; other nodes forward to it).", []string{"log"}, func(emit func(float64, ...string)) {
+			for _, li := range n.Ledger.OpenLogs() {
+				if n.router.leases.HoldsLease(li) {
+					emit(1, li)
+				}
+			}
+		})
+	}
 	n.Handler = n.Server
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopBG = cancel

@@ -31,6 +31,7 @@ import (
 	"github.com/vellum-audit/vellum/internal/keys"
 	"github.com/vellum-audit/vellum/internal/ledger"
 	"github.com/vellum-audit/vellum/internal/metrics"
+	"github.com/vellum-audit/vellum/internal/nodeauth"
 	"github.com/vellum-audit/vellum/internal/store"
 )
 
@@ -59,6 +60,10 @@ type Config struct {
 	// Alerts, if set, is told of refusals and key use (its detectors) and
 	// records tamper alerts; GET /v1/alerts works without it.
 	Alerts *alert.Engine
+	// NodeAuth, if set, serves the internal endpoint through which other
+	// nodes of the deployment forward sequencer rounds (forward.go), to
+	// requests it authenticates.
+	NodeAuth *nodeauth.Verifier
 }
 
 // serverMetrics are the server's instruments.
@@ -149,6 +154,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("POST "+ForwardPath, s.forward)
 	s.handle("GET /metrics", "", s.metrics)
 	s.handle("GET /v1/server", "", s.serverInfo)
 	s.handle("GET /v1/logs", "", s.listLogs)
@@ -276,6 +282,9 @@ var errUnauthorized = newHTTPError(http.StatusUnauthorized, api.CodeUnauthorized
 func toHTTP(err error) *httpError {
 	var he *httpError
 	if errors.As(err, &he) {
+		return he
+	}
+	if he, ok := remoteToHTTP(err); ok {
 		return he
 	}
 	var ee *ledger.EventError

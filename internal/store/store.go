@@ -200,3 +200,23 @@ type Change struct {
 type Watcher interface {
 	Watch(ctx context.Context, fn func(Change)) error
 }
+
+// Leasing is implemented by stores that several nodes share (postgres): a
+// sticky sequencer lease per log. The node that holds a log's lease
+// sequences it; the others forward their appends to it (the address it
+// advertised when it took the lease). The lease lasts as long as the
+// holder's connection to the store (a killed node's lease ends with its
+// session), and is not a safety mechanism: every round still takes the
+// log's lock (Sequencing) and every commit checks the stored size.
+type Leasing interface {
+	// TryLease takes log's lease for this node, advertised at url, if no
+	// other node holds it. It reports whether this node holds it now and,
+	// if not, the address the holder advertised ("" if unknown). It costs
+	// no round trip when this node already holds it.
+	TryLease(ctx context.Context, log, url string) (held bool, holder string, err error)
+	// HoldsLease reports whether this node holds log's lease (as far as it
+	// knows: a lost connection is noticed within about a second).
+	HoldsLease(log string) bool
+	// ReleaseLeases gives up every lease this node holds.
+	ReleaseLeases()
+}

@@ -171,6 +171,8 @@ func GrantStatements(role string) []string {
 		// the append-only trigger (and id is GENERATED ALWAYS).
 		`GRANT UPDATE (id) ON logs TO ` + r,
 		`GRANT SELECT, INSERT, TRUNCATE ON search, search_targets, search_text TO ` + r,
+		// Sequencer leases: the holder of a log's lease records its address.
+		`GRANT SELECT, INSERT ON sequencer_leases TO ` + r,
 	}
 }
 

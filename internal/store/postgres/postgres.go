@@ -48,6 +48,8 @@ type Store struct {
 
 	mu    sync.Mutex
 	logID map[string]int64
+
+	lease leases // sticky sequencer leases (lease.go)
 }
 
 var (
@@ -152,7 +154,10 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, wrap(fmt.Errorf("connecting to PostgreSQL: %w", err))
 	}
-	s := &Store{pool: pool, watch: watch, logger: o.logger, logID: map[string]int64{}}
+	leaseCfg := cfg.ConnConfig.Copy()
+	leaseCfg.RuntimeParams["application_name"] = app + " lease"
+	s := &Store{pool: pool, watch: watch, logger: o.logger, logID: map[string]int64{},
+		lease: leases{cfg: leaseCfg, held: map[string]bool{}, stop: make(chan struct{})}}
 	if err := s.upgrade(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -198,6 +203,7 @@ func (s *Store) upgrade(ctx context.Context) error {
 
 // Close closes the store's connections (and with them any lock still held).
 func (s *Store) Close() error {
+	s.closeLeases()
 	s.pool.Close()
 	if s.locks != nil {
 		s.locks.Close()
