@@ -78,6 +78,14 @@ func (s *sequencer) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("log %q: stored checkpoint: %w", s.log, err)
 		}
+		if _, shared := st.(store.Sequencing); shared && c.Size != s.base {
+			// Other nodes commit between the two reads (the log's size,
+			// then its checkpoint): on a shared store the log's size is
+			// its checkpoint's, committed with the entries in one
+			// transaction, so the state starts from the checkpoint, and
+			// the next round's lock catches up with anything later.
+			s.base = c.Size
+		}
 		if c.Size != s.base {
 			return fmt.Errorf("log %q: stored checkpoint has size %d, log has %d", s.log, c.Size, s.base)
 		}

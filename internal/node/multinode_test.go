@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -46,7 +45,7 @@ func startShared(t *testing.T, n int) (nodes []*sharedNode, adminToken string) {
 	first := filepath.Join(base, "node0")
 	db := pgFor(t, first) // skips (or fails with CI=true) without PostgreSQL
 	open := func(ctx context.Context) (store.Store, error) { return postgres.Open(ctx, db.app) }
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	for i := range n {
 		dir := filepath.Join(base, fmt.Sprintf("node%d", i))
 		if i > 0 {
