@@ -251,35 +251,6 @@ func DocOf(e *entry.Entry) (Doc, error) {
 	return DocFromEvent(e.Index, e.ReceivedTime(), e.KeyID, &ev), nil
 }
 
-func collectText(v any, sb *strings.Builder) {
-	switch x := v.(type) {
-	case string:
-		if sb.Len() > 0 {
-			sb.WriteByte(' ')
-		}
-		sb.WriteString(x)
-	case float64:
-		if sb.Len() > 0 {
-			sb.WriteByte(' ')
-		}
-		sb.WriteString(strconv.FormatFloat(x, 'f', -1, 64))
-	case bool:
-	case []any:
-		for _, e := range x {
-			collectText(e, sb)
-		}
-	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			collectText(x[k], sb)
-		}
-	}
-}
-
 // Match reports whether d passes f (cursor and limit aside); the live tail
 // uses it, search uses the index.
 func (f Filter) Match(d Doc) bool {
@@ -331,12 +302,7 @@ func DocFromEvent(idx int64, received time.Time, keyID string, ev *api.Event) Do
 		d.Targets = append(d.Targets, [2]string{t.ID, t.Type})
 	}
 	if len(ev.Metadata) > 0 {
-		var v any
-		if err := json.Unmarshal(ev.Metadata, &v); err == nil {
-			var sb strings.Builder
-			collectText(v, &sb)
-			d.Text = sb.String()
-		}
+		d.Text = metadataText(ev.Metadata)
 	}
 	return d
 }

@@ -5,6 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +30,13 @@ import (
 //
 //	go test -run '^$' -bench AppendBatch -benchtime 200x ./internal/store/sqlite/
 func BenchmarkAppendBatch(b *testing.B) {
+	if t := os.Getenv("VELLUM_BENCH_FTS"); t != "" { // say automerge=2,hashsize=8388608: other FTS5 settings
+		termsTuning = nil
+		for _, kv := range strings.Split(t, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			termsTuning = append(termsTuning, fmt.Sprintf("INSERT INTO terms(terms, rank) VALUES ('%s', %s)", k, v))
+		}
+	}
 	for _, withIndex := range []bool{false, true} {
 		b.Run(fmt.Sprintf("index=%v", withIndex), func(b *testing.B) {
 			ctx := context.Background()
@@ -40,6 +52,7 @@ func BenchmarkAppendBatch(b *testing.B) {
 			var size int64
 			var cpu time.Duration // CPU time of the commit and the indexing: steadier than wall time on a shared machine
 			var indexWall time.Duration
+			rng := rand.New(rand.NewPCG(1, 2))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
@@ -49,7 +62,7 @@ func BenchmarkAppendBatch(b *testing.B) {
 					idx := size + int64(k)
 					ev := api.Event{Action: fmt.Sprintf("user.action%d", k%40), Actor: api.Actor{ID: fmt.Sprintf("user-%d", idx%3000)},
 						Targets: []api.Target{{ID: fmt.Sprint(idx % 100000), Type: "user"}}, Outcome: "success", Source: "svc",
-						Metadata: json.RawMessage(fmt.Sprintf(`{"note":"alpha bravo charlie %d delta echo foxtrot golf hotel","request_id":"req-%d"}`, idx, idx))}
+						Metadata: benchMetadata(rng)}
 					data, _ := json.Marshal(map[string]any{"event": ev, "index": idx, "pad": string(make([]byte, 300))})
 					batch.Entries = append(batch.Entries, data)
 					h := sha256.Sum256(data)
@@ -81,6 +94,32 @@ func BenchmarkAppendBatch(b *testing.B) {
 			b.ReportMetric(float64(indexWall.Microseconds())/1000/float64(b.N), "index-ms/op")
 		})
 	}
+}
+
+// benchWords are the words of benchMetadata.
+var benchWords = strings.Fields(`alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima
+	mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu
+	admin billing console deploy export finance gateway invoice ledger member network payroll
+	quota region report secret session storage support tenant ticket token vault webhook`)
+
+// benchMetadata is metadata like the one `vellum bench` sends: a request
+// id, then field changes of random words and numbers up to a log-uniform
+// size between 100 B and 2 KiB.
+func benchMetadata(r *rand.Rand) json.RawMessage {
+	want := int(math.Exp(math.Log(100) + r.Float64()*(math.Log(2048)-math.Log(100))))
+	type change struct{ Field, Old, New string }
+	md := struct {
+		RequestID string   `json:"request_id"`
+		Changes   []change `json:"changes,omitempty"`
+	}{RequestID: fmt.Sprintf("req_%016x", r.Uint64())}
+	w := func() string { return benchWords[r.IntN(len(benchWords))] }
+	for size := 40; size < want; {
+		c := change{w(), w() + "-" + strconv.Itoa(r.IntN(1000)), w() + "-" + strconv.Itoa(r.IntN(1000))}
+		md.Changes = append(md.Changes, c)
+		size += len(c.Field) + len(c.Old) + len(c.New) + 30
+	}
+	data, _ := json.Marshal(md)
+	return data
 }
 
 // cpuTime is the process's user and system CPU time so far.
