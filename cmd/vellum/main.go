@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 )
 
@@ -35,6 +36,18 @@ type Main struct {
 	Getenv         func(string) string
 	// Ready, if set, is called by serve once it listens, with its address.
 	Ready func(addr string)
+}
+
+// syncWriter serialises the writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // userError is an error with a hint for the person at the terminal.
@@ -116,6 +129,12 @@ Run 'vellum <command> -h' for a command's flags.
 
 // Run runs the command line args (without the program name).
 func (m *Main) Run(ctx context.Context, args []string) error {
+	// The server's loggers write to Stderr from background goroutines
+	// (the alert engine, the indexer) while the command prints its own
+	// lines: one writer, one write at a time.
+	if _, ok := m.Stderr.(*syncWriter); !ok && m.Stderr != nil {
+		m.Stderr = &syncWriter{w: m.Stderr}
+	}
 	if len(args) == 0 {
 		fmt.Fprint(m.Stderr, usage)
 		return usageError("run 'vellum help'", "no command given")

@@ -261,7 +261,11 @@ type progressBar struct {
 
 func (m *Main) newProgress(label string) *progressBar {
 	on := false
-	if f, ok := m.Stderr.(*os.File); ok {
+	w := m.Stderr
+	if sw, ok := w.(*syncWriter); ok {
+		w = sw.w
+	}
+	if f, ok := w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 			on = true
 		}
