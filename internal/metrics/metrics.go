@@ -209,9 +209,11 @@ func (c *CounterVec) write(w *bufio.Writer) {
 	}
 }
 
-// GaugeFunc is a gauge family whose samples are collected when written.
+// GaugeFunc is a gauge family whose samples are collected when written
+// (or a counter family: CounterFunc).
 type GaugeFunc struct {
 	name, help string
+	typ        string // "gauge" or "counter"
 	labels     []string
 	collect    func(emit func(v float64, labelValues ...string))
 }
@@ -219,11 +221,17 @@ type GaugeFunc struct {
 // GaugeFunc registers a gauge family read at collection time: collect
 // calls emit once per sample.
 func (r *Registry) GaugeFunc(name, help string, labels []string, collect func(emit func(v float64, labelValues ...string))) {
-	r.add(name, &GaugeFunc{name: name, help: help, labels: labels, collect: collect})
+	r.add(name, &GaugeFunc{name: name, help: help, typ: "gauge", labels: labels, collect: collect})
+}
+
+// CounterFunc registers a counter family read at collection time, for a
+// count kept elsewhere (it must never decrease).
+func (r *Registry) CounterFunc(name, help string, labels []string, collect func(emit func(v float64, labelValues ...string))) {
+	r.add(name, &GaugeFunc{name: name, help: help, typ: "counter", labels: labels, collect: collect})
 }
 
 func (g *GaugeFunc) write(w *bufio.Writer) {
-	header(w, g.name, g.help, "gauge")
+	header(w, g.name, g.help, g.typ)
 	type sample struct {
 		l string
 		v float64

@@ -38,6 +38,7 @@ func TestExposition(t *testing.T) {
 		emit(7, "b")
 		emit(2, "a")
 	})
+	r.CounterFunc("vellum_reads_total", "Reads.", nil, func(emit func(float64, ...string)) { emit(11) })
 	var buf bytes.Buffer
 	if err := r.WriteText(&buf); err != nil {
 		t.Fatal(err)
@@ -57,6 +58,8 @@ func TestExposition(t *testing.T) {
 		`vellum_commit_seconds_count{log="billing"} 5` + "\n",
 		`vellum_commit_seconds_sum{log="billing"} 3.0535` + "\n",
 		"vellum_queue_events{log=\"a\"} 2\nvellum_queue_events{log=\"b\"} 7\n",
+		"# TYPE vellum_queue_events gauge\n",
+		"# TYPE vellum_reads_total counter\nvellum_reads_total 11\n",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("missing %q in\n%s", want, text)

@@ -60,6 +60,17 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	if !usePostgres() { // the SQLite search indexer's state
+		for _, want := range []string{
+			"# TYPE vellum_search_index_behind_entries gauge\n",
+			"vellum_search_index_queued_bytes ",
+			"# TYPE vellum_search_index_log_reads_total counter\nvellum_search_index_log_reads_total ",
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("/metrics lacks %q", want)
+			}
+		}
+	}
 	if strings.Contains(text, adminTok) {
 		t.Errorf("/metrics shows a token")
 	}

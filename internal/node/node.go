@@ -245,6 +245,19 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		Alerts:   n.Alerts,
 		NodeAuth: nodeAuth,
 	})
+	if sq, ok := st.(*sqlite.Store); ok {
+		n.Metrics.GaugeFunc("vellum_search_index_behind_entries", "Committed entries the SQLite search indexer has not yet written to index.db, by log (searches wait up to 2 s for them, then answer 503).", []string{"log"}, func(emit func(float64, ...string)) {
+			for log, b := range sq.IndexStats().Behind {
+				emit(float64(b), log)
+			}
+		})
+		n.Metrics.GaugeFunc("vellum_search_index_queued_bytes", "Estimated memory of the index documents waiting for the SQLite search indexer (bounded at 24 MiB).", nil, func(emit func(float64, ...string)) {
+			emit(float64(sq.IndexStats().QueuedBytes))
+		})
+		n.Metrics.CounterFunc("vellum_search_index_log_reads_total", "Times the SQLite search indexer dropped a log's waiting documents (memory bound reached, or a gap) and read the entries from the log instead, which costs a second parse of each.", nil, func(emit func(float64, ...string)) {
+			emit(float64(sq.IndexStats().LogReads))
+		})
+	}
 	if n.router != nil {
 		n.Metrics.GaugeFunc("vellum_sequencer_lease", "1 for each log whose sticky sequencer lease this node holds (it sequences the log; other nodes forward to it).", []string{"log"}, func(emit func(float64, ...string)) {
 			for _, li := range n.Ledger.OpenLogs() {

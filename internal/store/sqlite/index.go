@@ -140,6 +140,7 @@ type indexer struct {
 	epoch   int64         // incremented by DropIndex: work taken before is void
 	changed chan struct{} // closed and replaced when a log's indexed grows
 	queued  int64         // docSize of the docs in every log's queue
+	reads   int64         // times a log's docs were dropped and its entries read from the log instead
 	writing int64         // docSize of the docs the indexer took and is writing
 	wake    chan struct{}
 	stop    context.CancelFunc
@@ -310,6 +311,7 @@ func (ix *indexer) committed(id, old, size int64, docs []index.Doc) {
 	default: // a gap, or too far behind: read the log instead
 		ix.dropQueue(li)
 		li.fromLog = true
+		ix.reads++
 	}
 	ix.mu.Unlock()
 	ix.poke()
@@ -431,6 +433,7 @@ func (ix *indexer) step(ctx context.Context, id int64, stopping bool) (bool, err
 		ix.mu.Lock()
 		ix.dropQueue(li)
 		li.fromLog = true
+		ix.reads++
 		ix.mu.Unlock()
 		return true, nil
 	}
@@ -638,6 +641,31 @@ func (s *Store) Indexed(ctx context.Context, log string) (int64, error) {
 		s.ix.mu.Unlock()
 	}
 	return n, nil
+}
+
+// IndexStats is the search indexer's state, for metrics.
+type IndexStats struct {
+	Behind      map[string]int64 // by log: committed entries not yet in index.db
+	QueuedBytes int64            // estimated memory of the docs waiting to be written
+	LogReads    int64            // times a log's waiting docs were dropped (memory bound, gap) and its entries read from the log instead
+}
+
+// IndexStats returns the indexer's state; logs that owe nothing are left out.
+func (s *Store) IndexStats() IndexStats {
+	ix := s.ix
+	behind := map[int64]int64{}
+	ix.mu.Lock()
+	for id, li := range ix.logs {
+		if li.target > li.indexed {
+			behind[id] = li.target - li.indexed
+		}
+	}
+	st := IndexStats{Behind: make(map[string]int64, len(behind)), QueuedBytes: ix.queued + ix.writing, LogReads: ix.reads}
+	ix.mu.Unlock()
+	for id, n := range behind {
+		st.Behind[s.nameOf(context.Background(), id)] = n
+	}
+	return st
 }
 
 // AddDocs implements store.Store: docs below what index.db holds are

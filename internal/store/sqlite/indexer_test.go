@@ -222,6 +222,10 @@ func TestIndexerQueueBounded(t *testing.T) {
 	if !fromLog {
 		t.Errorf("64 MiB of docs offered to a stuck indexer, and it still queues them")
 	}
+	// What the metrics show of it.
+	if st := s.IndexStats(); st.Behind["l"] != batches*per || st.LogReads < 1 || st.QueuedBytes > maxQueuedBytes {
+		t.Errorf("stuck indexer: IndexStats = %+v, want %d behind on log l, log reads ≥ 1, queued ≤ %d bytes", st, batches*per, maxQueuedBytes)
+	}
 	s.ix.wmu.Unlock()
 	locked = false
 	deadline := time.Now().Add(time.Minute)
@@ -242,6 +246,9 @@ func TestIndexerQueueBounded(t *testing.T) {
 	res, _, err := s.Search(ctx, "l", f, batches*per)
 	if err != nil || len(res) != batches*per/4 {
 		t.Errorf("Search of every fourth entry: %d results, %v; want %d", len(res), err, batches*per/4)
+	}
+	if st := s.IndexStats(); len(st.Behind) != 0 || st.QueuedBytes != 0 {
+		t.Errorf("caught up: IndexStats = %+v, want nothing behind or queued", st)
 	}
 	s.ix.mu.Lock()
 	defer s.ix.mu.Unlock()
