@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,13 +29,6 @@ import (
 //
 //	go test -run '^$' -bench AppendBatch -benchtime 200x ./internal/store/sqlite/
 func BenchmarkAppendBatch(b *testing.B) {
-	if t := os.Getenv("VELLUM_BENCH_FTS"); t != "" { // say automerge=2,hashsize=8388608: other FTS5 settings
-		termsTuning = nil
-		for _, kv := range strings.Split(t, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			termsTuning = append(termsTuning, fmt.Sprintf("INSERT INTO terms(terms, rank) VALUES ('%s', %s)", k, v))
-		}
-	}
 	for _, withIndex := range []bool{false, true} {
 		b.Run(fmt.Sprintf("index=%v", withIndex), func(b *testing.B) {
 			ctx := context.Background()

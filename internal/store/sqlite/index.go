@@ -42,10 +42,6 @@ var indexSchema = []string{
 	`CREATE TABLE IF NOT EXISTS docs (k INTEGER PRIMARY KEY, received INTEGER NOT NULL, etime INTEGER)`,
 	`CREATE TABLE IF NOT EXISTS actions (log INTEGER NOT NULL, action TEXT NOT NULL, PRIMARY KEY (log, action)) WITHOUT ROWID`,
 	`CREATE VIRTUAL TABLE IF NOT EXISTS terms USING fts5(t, content='', detail=none, columnsize=0, tokenize='unicode61 remove_diacritics 2 tokenchars ''=''')`,
-}
-
-// termsTuning are terms's FTS5 settings, applied at every open.
-var termsTuning = []string{
 	// FTS5's default, four segments a level (set explicitly: index.db files
 	// written before 2026-12-07 hold 2 in their config table). Two gave a
 	// query fewer segments to seek in for twice the merging; merging was
@@ -227,7 +223,7 @@ func openIndexer(ctx context.Context, s *Store, path string) (*indexer, error) {
 }
 
 func (ix *indexer) create(ctx context.Context) error {
-	for _, q := range append(indexSchema[:len(indexSchema):len(indexSchema)], termsTuning...) {
+	for _, q := range indexSchema {
 		if _, err := ix.w.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("creating %s: %w", ix.path, err)
 		}
